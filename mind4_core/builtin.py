@@ -42,6 +42,8 @@ def mind4_samplers():
 def mind4_tokenizers():
     try:
         from mind4_tokenizer.plugin import tokenizer_records
-    except ImportError:  # the tokenizer package is part of this distribution; absent only in odd installs
+    except (
+        ImportError
+    ):  # the tokenizer package is part of this distribution; absent only in odd installs
         return []
     return tokenizer_records()

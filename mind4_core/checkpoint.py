@@ -23,7 +23,13 @@ import numpy as np
 from . import mxfp4
 from .config import ModelConfig, model_config_from_dict, read_json
 from .errors import CheckpointError, ConfigError
-from .safetensors_io import NUMPY_TO_DTYPE, SafetensorsFile, SafetensorsWriter, TensorInfo, TensorSpec
+from .safetensors_io import (
+    NUMPY_TO_DTYPE,
+    SafetensorsFile,
+    SafetensorsWriter,
+    TensorInfo,
+    TensorSpec,
+)
 
 FLOAT_DTYPES = ("F32", "BF16", "F16")
 EXPERT_WEIGHTS = ("mlp1_weight", "mlp2_weight")
@@ -71,7 +77,12 @@ class Expected:
 def expected_tensors(cfg: ModelConfig) -> list[Expected]:
     """Every tensor of the canonical layout, in file order."""
     h, v, e = cfg.hidden_size, cfg.vocab_size, cfg.num_experts
-    nq, nkv, d, i = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size
+    nq, nkv, d, i = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim,
+        cfg.intermediate_size,
+    )
     out = [Expected("embedding.weight", (v, h))]
     for n in range(cfg.num_hidden_layers):
         b = f"block.{n}"
@@ -179,7 +190,9 @@ class Checkpoint:
             f.close()
 
     def __repr__(self) -> str:
-        return f"Checkpoint({str(self.path)!r}, format={self.format!r}, tensors={len(self._tensors)})"
+        return (
+            f"Checkpoint({str(self.path)!r}, format={self.format!r}, tensors={len(self._tensors)})"
+        )
 
 
 def _refuse_pickles(path: Path) -> None:
@@ -231,7 +244,9 @@ def check_directory(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint directory not found: {path}")
     if not path.is_dir():
-        raise CheckpointError(f"a checkpoint is a directory (config.json + *.safetensors), got file {path}")
+        raise CheckpointError(
+            f"a checkpoint is a directory (config.json + *.safetensors), got file {path}"
+        )
     return path
 
 
@@ -293,7 +308,23 @@ def read_model_config(path: Path) -> tuple[ModelConfig, str | None]:
     if not isinstance(data, dict):
         raise ConfigError(f"{cfg_path}: expected a JSON object")
     tokenizer = data.get("tokenizer")
-    model_data = {k: v for k, v in data.items() if k not in ("tokenizer", "backend", "dtype", "device", "checkpoint", "sampling", "logging", "attention", "moe_routing", "sampler")}
+    model_data = {
+        k: v
+        for k, v in data.items()
+        if k
+        not in (
+            "tokenizer",
+            "backend",
+            "dtype",
+            "device",
+            "checkpoint",
+            "sampling",
+            "logging",
+            "attention",
+            "moe_routing",
+            "sampler",
+        )
+    }
     if "max_context_length" not in model_data and "initial_context_length" in model_data:
         model_data["max_context_length"] = int(
             model_data["initial_context_length"] * model_data.get("rope_scaling_factor", 1.0)
@@ -388,7 +419,9 @@ def write_checkpoint(
         stream: Iterator[tuple[str, Any]] = ((name, array) for name, _, array in items)
     else:
         stream = ((name, _as_storage(name, value)[1]) for name, value in tensors)
-    with SafetensorsWriter(path / "model.safetensors", specs, metadata={"format": "mind4-canonical"}) as w:
+    with SafetensorsWriter(
+        path / "model.safetensors", specs, metadata={"format": "mind4-canonical"}
+    ) as w:
         for name, array in stream:
             w.write(name, array)
     data = config.to_dict()
@@ -399,4 +432,3 @@ def write_checkpoint(
     tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path / "config.json")
     return path
-

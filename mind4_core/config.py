@@ -41,8 +41,10 @@ def _non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> 
 
 
 def _positive_float(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
     ):
         _fail(type(instance).__name__, attribute.name, value, "expected a finite number > 0")
 
@@ -113,7 +115,10 @@ class ModelConfig:
 def _device(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if not isinstance(value, str) or not re.fullmatch(r"(auto|cpu|mps|cuda(:\d+)?)", value):
         _fail(
-            "RuntimeConfig", attribute.name, value, "allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'"
+            "RuntimeConfig",
+            attribute.name,
+            value,
+            "allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'",
         )
 
 
@@ -155,7 +160,13 @@ class SamplingParams:
     def __attrs_post_init__(self) -> None:
         t, k, p = self.temperature, self.top_k, self.top_p
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
-            _fail("sampling", "temperature", t, "expected a finite number >= 0 (0 = greedy)", SamplingError)
+            _fail(
+                "sampling",
+                "temperature",
+                t,
+                "expected a finite number >= 0 (0 = greedy)",
+                SamplingError,
+            )
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             _fail("sampling", "top_k", k, "expected an integer >= 0 (0 = off)", SamplingError)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0 < p <= 1):
@@ -163,7 +174,9 @@ class SamplingParams:
         n = self.max_new_tokens
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             _fail("sampling", "max_new_tokens", n, "expected an integer >= 0", SamplingError)
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
             _fail("sampling", "seed", self.seed, "expected an integer or null", SamplingError)
 
     @property
@@ -186,12 +199,55 @@ LOGGING_FIELDS = tuple(a.name for a in attrs.fields(LoggingConfig))
 
 @attrs.frozen(kw_only=True)
 class Config:
-    """Everything a run needs. ``model`` is ``None`` until a checkpoint is chosen."""
+    """Everything a run needs.
 
-    model: ModelConfig | None = None
+    ``model`` holds model fields set by a config file or flag; they override the
+    checkpoint's own ``config.json`` (see :func:`apply_model_overrides`), so it
+    is a partial mapping, validated when merged with a checkpoint's config.
+    """
+
+    model: dict[str, Any] = attrs.field(factory=dict, converter=dict)
     runtime: RuntimeConfig = attrs.field(factory=RuntimeConfig)
     sampling: SamplingParams = attrs.field(factory=SamplingParams)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    #: ``"section.field" -> where it was set`` (for error messages)
+    origin: dict[str, str] = attrs.field(factory=dict, converter=dict, eq=False)
+
+
+#: model fields a config may change without changing any tensor's shape
+NON_SHAPE_FIELDS = (
+    "initial_context_length",
+    "max_context_length",
+    "sliding_window",
+    "rope_theta",
+    "rope_scaling_factor",
+    "rope_ntk_alpha",
+    "rope_ntk_beta",
+    "swiglu_limit",
+    "rms_norm_eps",
+)
+
+
+def apply_model_overrides(
+    base: ModelConfig, config: Config, where: str = "checkpoint"
+) -> ModelConfig:
+    """``base`` (a checkpoint's config) with ``config.model`` applied on top.
+
+    Fields that decide tensor shapes must agree with the checkpoint."""
+    for key, value in config.model.items():
+        if key not in NON_SHAPE_FIELDS and getattr(base, key) != value:
+            src = config.origin.get(f"model.{key}", "config")
+            raise ConfigError(
+                f"{src}: field {key!r} = {value!r} disagrees with the {where} ({getattr(base, key)!r}); "
+                f"it decides tensor shapes and cannot be overridden. Remove it from the config, or "
+                f"use a matching checkpoint. Overridable fields: {', '.join(NON_SHAPE_FIELDS)}"
+            )
+    try:
+        return attrs.evolve(base, **config.model)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{', '.join(sorted(set(config.origin.values()))) or 'config'}: {exc}"
+        ) from None
 
 
 def _check_known(where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -212,9 +268,7 @@ def _build(cls: type, where: str, data: Mapping[str, Any]):
         raise ConfigError(f"{where}: {exc}") from None
     except TypeError as exc:  # a missing required field
         missing = [
-            a.name
-            for a in attrs.fields(cls)
-            if a.default is attrs.NOTHING and a.name not in data
+            a.name for a in attrs.fields(cls) if a.default is attrs.NOTHING and a.name not in data
         ]
         raise ConfigError(
             f"{where}: missing required field(s) {', '.join(map(repr, missing))} ({exc})"
@@ -225,7 +279,12 @@ def split_sections(data: Mapping[str, Any], where: str) -> dict[str, dict[str, A
     """Split a flat config.json object into its sections, rejecting unknown keys."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    sections: dict[str, dict[str, Any]] = {"model": {}, "runtime": {}, "sampling": {}, "logging": {}}
+    sections: dict[str, dict[str, Any]] = {
+        "model": {},
+        "runtime": {},
+        "sampling": {},
+        "logging": {},
+    }
     for key, value in data.items():
         if key in ("sampling", "logging"):
             if not isinstance(value, Mapping):
@@ -289,13 +348,36 @@ def resolve_config(
                     continue
                 merged[section][key] = value
                 origin[f"{section}.{key}"] = where
-    where_of = lambda section: ", ".join(  # noqa: E731
-        sorted({w for k, w in origin.items() if k.startswith(section + ".")})
-    ) or "defaults"
-    model = _build(ModelConfig, where_of("model"), merged["model"]) if merged["model"] else None
+
+    def where_of(section: str) -> str:
+        places = sorted({w for k, w in origin.items() if k.startswith(section + ".")})
+        return ", ".join(places) or "defaults"
+
+    if merged["model"]:
+        # validate types now (a full config validates everything, a partial one field by field)
+        for key, value in merged["model"].items():
+            probe = attrs.fields_dict(ModelConfig)[key]
+            for validator in _validators(probe):
+                try:
+                    validator(_PROBE_MODEL, probe, value)
+                except ConfigError as exc:
+                    raise ConfigError(f"{origin[f'model.{key}']}: {exc}") from None
     return Config(
-        model=model,
+        model=merged["model"],
         runtime=_build(RuntimeConfig, where_of("runtime"), merged["runtime"]),
         sampling=_build(SamplingParams, where_of("sampling"), merged["sampling"]),
         logging=_build(LoggingConfig, where_of("logging"), merged["logging"]),
+        origin=origin,
     )
+
+
+#: stands in for a ModelConfig instance when validating one field alone
+_PROBE_MODEL = type("ModelConfig", (), {})()
+
+
+def _validators(attribute: attrs.Attribute) -> list:
+    v = attribute.validator
+    if v is None:
+        return []
+    inner = getattr(v, "_validators", None)
+    return list(inner) if inner else [v]

@@ -16,12 +16,31 @@ from .errors import CheckpointError
 
 BLOCK = 32
 FP4_VALUES = np.array(
-    [+0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
+    [
+        +0.0,
+        +0.5,
+        +1.0,
+        +1.5,
+        +2.0,
+        +3.0,
+        +4.0,
+        +6.0,
+        -0.0,
+        -0.5,
+        -1.0,
+        -1.5,
+        -2.0,
+        -3.0,
+        -4.0,
+        -6.0,
+    ],
     dtype=np.float32,
 )
 
 
-def check_pair(blocks_shape: tuple[int, ...], scales_shape: tuple[int, ...], name: str = "") -> None:
+def check_pair(
+    blocks_shape: tuple[int, ...], scales_shape: tuple[int, ...], name: str = ""
+) -> None:
     """Raise if a blocks/scales pair does not describe the same matrix."""
     where = f" for {name}" if name else ""
     if len(blocks_shape) < 2 or blocks_shape[-1] != BLOCK // 2:
@@ -60,7 +79,9 @@ def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nearest FP4 value (ties to the even code)."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim < 2 or x.shape[-1] % BLOCK:
-        raise CheckpointError(f"MXFP4 needs [..., rows, cols] with cols % 32 == 0, got {list(x.shape)}")
+        raise CheckpointError(
+            f"MXFP4 needs [..., rows, cols] with cols % 32 == 0, got {list(x.shape)}"
+        )
     groups = x.reshape(*x.shape[:-1], x.shape[-1] // BLOCK, BLOCK)
     amax = np.abs(groups).max(axis=-1)
     with np.errstate(divide="ignore"):

@@ -80,7 +80,9 @@ class Manager:
         self.infos: dict[str, PluginInfo] = {}
         self._dist_of: dict[str, tuple[str | None, str | None]] = {}
         self._cache: dict[str, list[Any]] = {}
-        self._register_module(importlib.import_module(BUILTIN), "core", ("mind4", _version("mind4")))
+        self._register_module(
+            importlib.import_module(BUILTIN), "core", ("mind4", _version("mind4"))
+        )
         if load_entry_points:
             self._load_entry_points()
         if strict_mode():
@@ -112,7 +114,9 @@ class Manager:
         wanted = getattr(module, "MIND4_PLUGIN_API", hookspecs.PLUGIN_API_VERSION)
         if not isinstance(wanted, int) or wanted > hookspecs.PLUGIN_API_VERSION:
             self._fail(
-                name, dist, module_name,
+                name,
+                dist,
+                module_name,
                 f"needs plugin API {wanted!r}, this Mind 4 provides {hookspecs.PLUGIN_API_VERSION}; "
                 "upgrade mind4",
             )
@@ -127,7 +131,9 @@ class Manager:
         self.infos[name] = PluginInfo(name, dist[0], dist[1], module_name, "ok", hooks=hooks)
         self._cache.clear()
 
-    def _fail(self, name: str, dist: tuple[str | None, str | None], module: str, error: str) -> None:
+    def _fail(
+        self, name: str, dist: tuple[str | None, str | None], module: str, error: str
+    ) -> None:
         self.infos[name] = PluginInfo(name, dist[0], dist[1], module, "failed", error)
         message = f"mind4 plugin {name!r} ({module}) disabled: {error}"
         if strict_mode():
@@ -176,11 +182,18 @@ class Manager:
             except Exception as exc:  # noqa: BLE001
                 self._record_error(plugin, f"{hook_name}() raised {type(exc).__name__}: {exc}")
                 continue
-            items = [] if result is None else [result] if not isinstance(result, (list, tuple)) else result
+            items = (
+                []
+                if result is None
+                else [result]
+                if not isinstance(result, (list, tuple))
+                else result
+            )
             for item in items:
                 if not isinstance(item, record_type):
                     self._record_error(
-                        plugin, f"{hook_name}() returned {type(item).__name__}, expected {record_type.__name__}"
+                        plugin,
+                        f"{hook_name}() returned {type(item).__name__}, expected {record_type.__name__}",
                     )
                     continue
                 dist = self._dist_of.get(plugin, (None, None))[0]
@@ -200,7 +213,9 @@ class Manager:
     def names(self, kind: str) -> list[str]:
         return sorted({r.name for r in self.records(kind)})
 
-    def component(self, kind: str, name: str, *, device: str | None = None, dtype: str | None = None):
+    def component(
+        self, kind: str, name: str, *, device: str | None = None, dtype: str | None = None
+    ):
         """The best record of ``kind`` called ``name`` that supports ``device``/``dtype``."""
         candidates = [r for r in self.records(kind) if r.name == name]
         if not candidates:
@@ -212,7 +227,9 @@ class Manager:
         for record in candidates:
             if kind == "cli_command" or record.supports(device, dtype):
                 return record
-        supported = "; ".join(f"devices {sorted(r.devices)}, dtypes {sorted(r.dtypes)}" for r in candidates)
+        supported = "; ".join(
+            f"devices {sorted(r.devices)}, dtypes {sorted(r.dtypes)}" for r in candidates
+        )
         raise PluginError(
             f"{kind.replace('_', ' ')} {name!r} does not support device={device!r} dtype={dtype!r} "
             f"({supported})"

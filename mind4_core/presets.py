@@ -22,35 +22,84 @@ from .safetensors_io import TensorSpec
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
-        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=32, intermediate_size=128, vocab_size=8192, num_experts=4, experts_per_token=2,
-        initial_context_length=1024, max_context_length=1024, sliding_window=64,
-        rope_theta=10000.0, rope_scaling_factor=1.0,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        intermediate_size=128,
+        vocab_size=8192,
+        num_experts=4,
+        experts_per_token=2,
+        initial_context_length=1024,
+        max_context_length=1024,
+        sliding_window=64,
+        rope_theta=10000.0,
+        rope_scaling_factor=1.0,
     ),
     "small": ModelConfig(
-        hidden_size=512, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=2,
-        head_dim=64, intermediate_size=512, vocab_size=8192, num_experts=8, experts_per_token=2,
-        initial_context_length=4096, max_context_length=4096, sliding_window=128,
-        rope_theta=150000.0, rope_scaling_factor=1.0,
+        hidden_size=512,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=64,
+        intermediate_size=512,
+        vocab_size=8192,
+        num_experts=8,
+        experts_per_token=2,
+        initial_context_length=4096,
+        max_context_length=4096,
+        sliding_window=128,
+        rope_theta=150000.0,
+        rope_scaling_factor=1.0,
     ),
     "gpt-oss-20b": ModelConfig(
-        hidden_size=2880, num_hidden_layers=24, num_attention_heads=64, num_key_value_heads=8,
-        head_dim=64, intermediate_size=2880, vocab_size=201088, num_experts=32,
-        experts_per_token=4, initial_context_length=4096, max_context_length=131072,
-        sliding_window=128, rope_theta=150000.0, rope_scaling_factor=32.0, rope_ntk_alpha=1.0,
-        rope_ntk_beta=32.0, swiglu_limit=7.0,
+        hidden_size=2880,
+        num_hidden_layers=24,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        head_dim=64,
+        intermediate_size=2880,
+        vocab_size=201088,
+        num_experts=32,
+        experts_per_token=4,
+        initial_context_length=4096,
+        max_context_length=131072,
+        sliding_window=128,
+        rope_theta=150000.0,
+        rope_scaling_factor=32.0,
+        rope_ntk_alpha=1.0,
+        rope_ntk_beta=32.0,
+        swiglu_limit=7.0,
     ),
     "gpt-oss-120b": ModelConfig(
-        hidden_size=2880, num_hidden_layers=36, num_attention_heads=64, num_key_value_heads=8,
-        head_dim=64, intermediate_size=2880, vocab_size=201088, num_experts=128,
-        experts_per_token=4, initial_context_length=4096, max_context_length=131072,
-        sliding_window=128, rope_theta=150000.0, rope_scaling_factor=32.0, rope_ntk_alpha=1.0,
-        rope_ntk_beta=32.0, swiglu_limit=7.0,
+        hidden_size=2880,
+        num_hidden_layers=36,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        head_dim=64,
+        intermediate_size=2880,
+        vocab_size=201088,
+        num_experts=128,
+        experts_per_token=4,
+        initial_context_length=4096,
+        max_context_length=131072,
+        sliding_window=128,
+        rope_theta=150000.0,
+        rope_scaling_factor=32.0,
+        rope_ntk_alpha=1.0,
+        rope_ntk_beta=32.0,
+        swiglu_limit=7.0,
     ),
 }
 
 #: the encoding each preset's vocabulary is sized for
-PRESET_TOKENIZERS = {"tiny": "mind4-8k", "small": "mind4-8k", "gpt-oss-20b": "o200k_harmony", "gpt-oss-120b": "o200k_harmony"}
+PRESET_TOKENIZERS = {
+    "tiny": "mind4-8k",
+    "small": "mind4-8k",
+    "gpt-oss-20b": "o200k_harmony",
+    "gpt-oss-120b": "o200k_harmony",
+}
 
 EXPERT_FORMATS = ("bf16", "float32", "mxfp4")
 DTYPES = ("bfloat16", "float32")
@@ -93,7 +142,9 @@ def _init_value(exp: Expected, cfg: ModelConfig, rng: np.random.Generator) -> np
     return (0.02 * rng.standard_normal(exp.shape)).astype(np.float32)
 
 
-def _random_mxfp4(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _random_mxfp4(
+    shape: tuple[int, ...], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Random MXFP4 codes with scale 2^-8 (values up to ±0.023, std ~0.01): fast at any size."""
     *lead, rows, cols = shape
     blocks = rng.integers(0, 256, size=(*lead, rows, cols // BLOCK, BLOCK // 2), dtype=np.uint8)
@@ -117,7 +168,9 @@ def init_checkpoint(
     The same seed gives the same tensors whatever the storage formats.
     """
     if experts not in EXPERT_FORMATS:
-        raise ConfigError(f"invalid experts format {experts!r}; allowed: {', '.join(EXPERT_FORMATS)}")
+        raise ConfigError(
+            f"invalid experts format {experts!r}; allowed: {', '.join(EXPERT_FORMATS)}"
+        )
     if dtype not in DTYPES:
         raise ConfigError(f"invalid dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     if isinstance(preset, str):
@@ -135,7 +188,9 @@ def init_checkpoint(
     for exp in expected_tensors(cfg):
         if exp.mxfp4_ok and experts == "mxfp4":
             *lead, rows, cols = exp.shape
-            specs.append(TensorSpec(f"{exp.name}.blocks", "U8", (*lead, rows, cols // BLOCK, BLOCK // 2)))
+            specs.append(
+                TensorSpec(f"{exp.name}.blocks", "U8", (*lead, rows, cols // BLOCK, BLOCK // 2))
+            )
             specs.append(TensorSpec(f"{exp.name}.scales", "U8", (*lead, rows, cols // BLOCK)))
         elif exp.name.endswith("norm.scale") or (exp.mxfp4_ok and experts == "float32"):
             specs.append(TensorSpec(exp.name, "F32", exp.shape))

@@ -154,7 +154,9 @@ class SafetensorsFile:
                 f"tensor {name!r} ends at byte {data_start + end} past the end of the file "
                 f"({self.size} bytes)"
             )
-        return TensorInfo(name, dtype, tuple(shape), data_start + begin, data_start + end, self.path)
+        return TensorInfo(
+            name, dtype, tuple(shape), data_start + begin, data_start + end, self.path
+        )
 
     def array(self, name: str) -> np.ndarray:
         """The raw tensor as a read-only NumPy view of the mapped file."""
@@ -162,7 +164,9 @@ class SafetensorsFile:
         dtype = DTYPES[info.dtype]
         if info.nbytes == 0 or self._mmap is None:
             return np.zeros(info.shape, dtype=dtype)
-        return np.frombuffer(self._mmap, dtype=dtype, count=info.nbytes // dtype.itemsize, offset=info.begin).reshape(info.shape)
+        return np.frombuffer(
+            self._mmap, dtype=dtype, count=info.nbytes // dtype.itemsize, offset=info.begin
+        ).reshape(info.shape)
 
     def close(self) -> None:
         # Arrays handed out keep the mapping alive; closing the file handle is enough.
@@ -193,7 +197,10 @@ class SafetensorsWriter:
     """
 
     def __init__(
-        self, path: str | Path, specs: Iterable[TensorSpec], metadata: Mapping[str, str] | None = None
+        self,
+        path: str | Path,
+        specs: Iterable[TensorSpec],
+        metadata: Mapping[str, str] | None = None,
     ):
         self.path = Path(path)
         self.specs = list(specs)
@@ -203,7 +210,9 @@ class SafetensorsWriter:
         offset = 0
         for spec in self.specs:
             if spec.dtype not in DTYPES:
-                raise CheckpointError(f"cannot write tensor {spec.name!r}: unknown dtype {spec.dtype!r}")
+                raise CheckpointError(
+                    f"cannot write tensor {spec.name!r}: unknown dtype {spec.dtype!r}"
+                )
             nbytes = _numel(spec.shape) * DTYPES[spec.dtype].itemsize
             header[spec.name] = {
                 "dtype": spec.dtype,
@@ -241,7 +250,9 @@ class SafetensorsWriter:
         if self._next != len(self.specs):
             self.abort()
             missing = [s.name for s in self.specs[self._next :]]
-            raise CheckpointError(f"{self.path}: not all tensors were written (missing {missing[:3]}...)")
+            raise CheckpointError(
+                f"{self.path}: not all tensors were written (missing {missing[:3]}...)"
+            )
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
@@ -261,7 +272,9 @@ class SafetensorsWriter:
             self.abort()
 
 
-def write_file(path: str | Path, tensors: Mapping[str, tuple[str, np.ndarray]] | Mapping[str, np.ndarray]) -> None:
+def write_file(
+    path: str | Path, tensors: Mapping[str, tuple[str, np.ndarray]] | Mapping[str, np.ndarray]
+) -> None:
     """Write a small dict of tensors (``name -> array`` or ``name -> (dtype, array)``)."""
     items = []
     for name, value in tensors.items():

@@ -52,7 +52,9 @@ class NumpySampler:
     def probabilities(self, logits: np.ndarray, params: SamplingParams) -> np.ndarray:
         return probabilities(logits, params)
 
-    def sample(self, logits: np.ndarray, params: SamplingParams, generator: np.random.Generator) -> np.ndarray:
+    def sample(
+        self, logits: np.ndarray, params: SamplingParams, generator: np.random.Generator
+    ) -> np.ndarray:
         logits = np.atleast_2d(np.asarray(logits))
         if params.greedy:
             return logits.argmax(axis=-1).astype(np.int64)

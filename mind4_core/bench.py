@@ -1,0 +1,156 @@
+"""``mind4 bench``: prefill and decode speed and peak memory of any backend.
+
+Measures through the same :class:`~mind4_core.protocols.Runtime` calls the
+engine uses, so every backend is timed the same way:
+
+- prefill: one forward pass over ``prompt_tokens`` tokens into a fresh cache;
+- decode: ``decode_tokens`` single-token steps starting at each position in
+  ``contexts`` (the cache is filled up to that position first), reported as
+  tokens/s per position, so the cost of a longer context is visible;
+- peak memory: the process's peak resident set (CPU) and, where the runtime
+  reports it, peak device memory.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engine import load
+from .presets import get_preset, init_checkpoint, parameter_count
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _sync(runtime: Any) -> None:
+    sync = getattr(runtime, "synchronize", None)
+    if sync is not None:
+        sync()
+
+
+def _fill(
+    runtime: Any, cache: Any, rng: np.random.Generator, vocab: int, upto: int, batch: int
+) -> None:
+    start = 0
+    while start < upto:
+        n = min(512, upto - start)
+        runtime.forward(rng.integers(0, vocab, size=(batch, n)), cache, start, last_only=True)
+        start += n
+
+
+def run_bench(
+    *,
+    preset: str = "small",
+    checkpoint: str | None = None,
+    backend: str = "torch",
+    device: str = "auto",
+    dtype: str | None = None,
+    experts: str | None = None,
+    prompt_tokens: int = 512,
+    decode_tokens: int = 64,
+    contexts: str = "200,2000",
+    batch: int = 1,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        os.environ["MIND4_NUM_THREADS"] = str(threads)
+    positions = [int(c) for c in str(contexts).split(",") if c.strip()]
+    with tempfile.TemporaryDirectory(prefix="mind4-bench-") as tmp:
+        if checkpoint is None:
+            experts = experts or ("mxfp4" if preset.startswith("gpt-oss") else "bf16")
+            checkpoint = str(
+                init_checkpoint(
+                    preset,
+                    Path(tmp) / preset,
+                    seed=0,
+                    experts=experts,
+                    dtype="float32" if dtype == "float32" else "bfloat16",
+                )
+            )
+            name = preset
+        else:
+            name = Path(checkpoint).name
+        t0 = time.perf_counter()
+        model = load(checkpoint, backend=backend, device=device, dtype=dtype)
+        load_s = time.perf_counter() - t0
+        runtime, cfg = model.runtime, model.model_config
+        capacity = max([prompt_tokens, *positions]) + decode_tokens + 1
+        if capacity > cfg.max_context_length:
+            raise ValueError(
+                f"benchmark needs {capacity} positions; the model holds {cfg.max_context_length}"
+            )
+        rng = np.random.default_rng(0)
+
+        # warm-up (compilation, allocator, caches)
+        cache = runtime.new_cache(batch, capacity)
+        runtime.forward(rng.integers(0, cfg.vocab_size, size=(batch, 16)), cache, 0)
+        for i in range(4):
+            runtime.forward(rng.integers(0, cfg.vocab_size, size=(batch, 1)), cache, 16 + i)
+        _sync(runtime)
+
+        # prefill
+        prompt = rng.integers(0, cfg.vocab_size, size=(batch, prompt_tokens))
+        cache = runtime.new_cache(batch, capacity)
+        _sync(runtime)
+        t0 = time.perf_counter()
+        runtime.forward(prompt, cache, 0, last_only=True)
+        _sync(runtime)
+        prefill_s = time.perf_counter() - t0
+
+        # decode at each position
+        decode: dict[str, float] = {}
+        for pos in positions:
+            cache = runtime.new_cache(batch, capacity)
+            _fill(runtime, cache, rng, cfg.vocab_size, pos, batch)
+            token = rng.integers(0, cfg.vocab_size, size=(batch, 1))
+            _sync(runtime)
+            t0 = time.perf_counter()
+            for step in range(decode_tokens):
+                runtime.forward(token, cache, pos + step, last_only=True)
+            _sync(runtime)
+            decode[str(pos)] = batch * decode_tokens / (time.perf_counter() - t0)
+
+        result: dict[str, Any] = {
+            "preset": name,
+            "backend": model.backend,
+            "device": model.device,
+            "dtype": model.dtype,
+            "parameters": parameter_count(cfg),
+            "active_parameters": parameter_count(cfg, active=True),
+            "batch": batch,
+            "load_s": load_s,
+            "prefill_tokens": prompt_tokens,
+            "prefill_tok_s": batch * prompt_tokens / prefill_s,
+            "ttft_s": prefill_s,
+        }
+        for pos, rate in decode.items():
+            result[f"decode_tok_s@{pos}"] = rate
+        if len(decode) >= 2:
+            rates = list(decode.values())
+            result["decode_slowdown"] = rates[0] / rates[-1]
+        result["peak_rss_mib"] = _peak_rss_mib()
+        stats = getattr(runtime, "memory_stats", None)
+        if stats is not None:
+            result.update(stats())
+        result["threads"] = threads or os.cpu_count()
+        result["machine"] = f"{platform.machine()} {platform.system()} {os.cpu_count()} cores"
+        result["date"] = time.strftime("%Y-%m-%d")
+        return result
+
+
+__all__ = ["run_bench", "get_preset"]
