@@ -77,12 +77,7 @@ class Expected:
 def expected_tensors(cfg: ModelConfig) -> list[Expected]:
     """Every tensor of the canonical layout, in file order."""
     h, v, e = cfg.hidden_size, cfg.vocab_size, cfg.num_experts
-    nq, nkv, d, i = (
-        cfg.num_attention_heads,
-        cfg.num_key_value_heads,
-        cfg.head_dim,
-        cfg.intermediate_size,
-    )
+    nq, d, i = cfg.num_attention_heads, cfg.head_dim, cfg.intermediate_size
     out = [Expected("embedding.weight", (v, h))]
     for n in range(cfg.num_hidden_layers):
         b = f"block.{n}"
