@@ -1,0 +1,52 @@
+"""The tokenizer plugin: registers Mind 4's encodings through ``mind4_tokenizers``.
+
+Entry point (``[project.entry-points.mind4]``): ``tokenizer = "mind4_tokenizer.plugin"``.
+Records hold lazy factories; nothing is loaded until an encoding is used.
+"""
+
+from __future__ import annotations
+
+from mind4_core.hookspecs import hookimpl
+from mind4_core.records import TokenizerRecord
+
+from .registry import shipped_encodings
+
+MIND4_PLUGIN_API = 1
+
+
+class ShippedEncoding:
+    """A picklable, printable zero-argument factory for one shipped encoding."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self):
+        from .registry import load_shipped
+
+        return load_shipped(self.name)
+
+    def __repr__(self) -> str:
+        return f"mind4_tokenizer.registry:load_shipped({self.name!r})"
+
+
+@hookimpl
+def mind4_tokenizers() -> list[TokenizerRecord]:
+    records = [
+        TokenizerRecord(
+            name=name,
+            factory=ShippedEncoding(name),
+            priority=10,
+            description=f"Mind 4's own byte-level BPE encoding {name} (shipped)",
+        )
+        for name in shipped_encodings()
+    ]
+    records.append(
+        TokenizerRecord(
+            name="o200k_harmony",
+            factory="mind4_tokenizer.registry:o200k_harmony",
+            priority=10,
+            description="gpt-oss tokenizer: o200k_base ranks (from tiktoken's cache) + harmony "
+            "special tokens, 201088 ids",
+        )
+    )
+    return records
