@@ -248,8 +248,6 @@ FP4_VALUES = np.array(
 )
 #: largest magnitude an FP4 E2M1 value holds (1.5 · 2²)
 FP4_MAX = 6.0
-#: exponent of FP4_MAX's leading bit, ``emax`` of E2M1 in the OCP MX spec
-FP4_EMAX = 2
 
 
 def mxfp4_decode(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -269,10 +267,10 @@ def mxfp4_decode(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
 def mxfp4_encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Quantise ``x (..., rows, cols)`` (cols a multiple of 32) to ``(blocks, scales)``.
 
-    The OCP MX rule: a block's scale is ``2^(floor(log2(amax)) − emax)`` with
-    ``emax = 2``; each value divided by it rounds to the nearest FP4 value
-    (ties to the even code), magnitudes beyond 6 saturate to ±6. An all-zero
-    block gets the smallest scale (code 0).
+    A block's scale is the smallest power of two that brings its largest
+    magnitude within FP4's range (``amax / scale <= 6``, so nothing saturates);
+    each value divided by it rounds to the nearest FP4 value, a tie going to
+    the even code. An all-zero block gets the smallest scale (code 0).
     """
     x = np.asarray(x, np.float64)
     *lead, rows, cols = x.shape
@@ -282,7 +280,7 @@ def mxfp4_encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     amax = np.max(np.abs(xb), axis=-1)  # (..., rows, G)
     with np.errstate(divide="ignore"):
-        exponent = np.floor(np.log2(amax)) - FP4_EMAX
+        exponent = np.ceil(np.log2(amax / FP4_MAX))
     exponent = np.clip(np.where(amax > 0, exponent, -127), -127, 127)
     scales = (exponent + 127).astype(np.uint8)
 
