@@ -1,6 +1,8 @@
 """The tokenizer plugin: registers Mind 4's encodings through ``mind4_tokenizers``.
 
-Entry point (``[project.entry-points.mind4]``): ``tokenizer = "mind4_tokenizer.plugin"``.
+Register it once: either as the entry point ``tokenizer = "mind4_tokenizer.plugin"``
+(``[project.entry-points.mind4]``) or through the core's built-in plugin calling
+:func:`tokenizer_records` -- not both, or every encoding is listed twice.
 Records hold lazy factories; nothing is loaded until an encoding is used.
 """
 
@@ -29,8 +31,9 @@ class ShippedEncoding:
         return f"mind4_tokenizer.registry:load_shipped({self.name!r})"
 
 
-@hookimpl
-def mind4_tokenizers() -> list[TokenizerRecord]:
+def tokenizer_records() -> list[TokenizerRecord]:
+    """The records of every shipped encoding and of ``o200k_harmony`` (plain function,
+    for the core's built-in plugin; :func:`mind4_tokenizers` is the same as a hook)."""
     records = [
         TokenizerRecord(
             name=name,
@@ -50,3 +53,8 @@ def mind4_tokenizers() -> list[TokenizerRecord]:
         )
     )
     return records
+
+
+@hookimpl
+def mind4_tokenizers() -> list[TokenizerRecord]:
+    return tokenizer_records()
