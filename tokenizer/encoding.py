@@ -90,13 +90,13 @@ def read_ranks(path: str | Path) -> dict[bytes, int]:
             token = base64.b64decode(fields[0], validate=True)
         except (binascii.Error, ValueError):
             raise TokenizerError(
-                f"malformed ranks file {where}: {fields[0][:60]!r} is not base64"
+                f"malformed ranks file {where}: {fields[0][:60].decode(errors='replace')!r} is not base64"
             ) from None
         try:
             rank = int(fields[1])
         except ValueError:
             raise TokenizerError(
-                f"malformed ranks file {where}: rank {fields[1][:20]!r} is not an integer"
+                f"malformed ranks file {where}: rank {fields[1][:20].decode(errors='replace')!r} is not an integer"
             ) from None
         if not token:
             raise TokenizerError(f"malformed ranks file {where}: empty token")

@@ -307,6 +307,7 @@ class HarmonyParser:
         # <|message|>), "content" (message text up to <|end|>/<|return|>/<|call|>)
         self._state = "start" if role is None else "header"
         self._header = role or ""  # e.g. "assistant<|channel|>analysis"
+        self._given_role = role
         self._channel: str | None = None
         self._content: list[str] = []
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -348,8 +349,12 @@ class HarmonyParser:
 
     def _text(self, data: bytes) -> list[TextDelta | MessageDone]:
         if self._state == "header":
-            self._header += data.decode("utf-8", errors="replace")
-            return []
+            if not self.strict and self._header == self._given_role and not data[:1].isspace():
+                # lenient: text straight after "<|start|>assistant" (no header) is content
+                self._state = "content"
+            else:
+                self._header += data.decode("utf-8", errors="replace")
+                return []
         if self._state == "start":  # text outside any message
             if self.strict:
                 return self._bad(None, f"text {data!r} before <|start|>")
@@ -369,6 +374,7 @@ class HarmonyParser:
                     return self._bad(token, "<|start|> inside a message")
                 events = self._close("")
             self._reset("")
+            self._given_role = None  # the role is read from the tokens that follow
             return events
         if special in (CHANNEL, CONSTRAIN) and state == "header":
             self._header += special
@@ -377,6 +383,8 @@ class HarmonyParser:
             self._state = "content"
             self._channel = _channel_of(self._header)
             return []
+        if special in (END, RETURN, CALL) and state == "header" and self.strict:
+            return self._bad(token, f"{special} before <|message|>")
         if special in (END, RETURN, CALL) and state != "start":
             events = self._close(special)
             if special != END:
