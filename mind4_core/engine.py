@@ -259,8 +259,13 @@ class Model:
         """Generate up to ``params.max_new_tokens`` tokens after ``prompt``."""
         params = self._params(params)
         tokens = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        budget = min(self.model_config.max_context_length, len(tokens) + params.max_new_tokens)
-        session = self.session(max(budget, len(tokens)))
+        max_ctx = self.model_config.max_context_length
+        if len(tokens) > max_ctx:
+            raise ContextOverflowError(
+                f"the prompt has {len(tokens)} tokens but the model's context holds {max_ctx}; "
+                "shorten the prompt"
+            )
+        session = self.session(min(max_ctx, len(tokens) + params.max_new_tokens))
         session.append(tokens)
         stops = self.stop_tokens() if stop_tokens is None else stop_tokens
         iterator = session.generate(params, stop_tokens=stops)

@@ -113,10 +113,14 @@ def get_preset(name: str) -> ModelConfig:
 
 
 def parameter_count(cfg: ModelConfig, *, active: bool = False) -> int:
-    """Parameters in the model, or those used per token (``active``: top-k experts only)."""
+    """Parameters in the model, or those a token computes with (``active``: the top-k
+    experts only, and not the embedding table, which is a lookup — the convention of
+    the gpt-oss model card, 3.6B active for gpt-oss-20b)."""
     total = 0
     for exp in expected_tensors(cfg):
         n = int(np.prod(exp.shape))
+        if active and exp.name == "embedding.weight":
+            continue
         if active and ".mlp.mlp" in exp.name:
             n = n // cfg.num_experts * cfg.experts_per_token
         total += n

@@ -1,0 +1,1 @@
+"""Make the repository root importable in tests (``tests.conftest`` factories)."""
