@@ -1,0 +1,127 @@
+"""``mind4 chat``: a multi-turn conversation in the harmony format.
+
+Each turn renders the whole conversation (system prompt from ``main.md`` or
+``--system``), reuses the KV cache of the prefix it shares with the previous
+turn, and streams the assistant's reply as the harmony parser recognises it.
+When the conversation outgrows the context, the oldest turns are dropped with
+a notice; user text is always encoded as ordinary text.
+
+Commands: ``/reset`` (forget the history), ``/save FILE`` (write the
+conversation as JSON), ``/exit`` (or end of input).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .config import SamplingParams
+from .errors import ContextOverflowError, Mind4Error
+
+DEFAULT_SYSTEM = "You are Mind 4, a small language model running locally. Answer briefly."
+
+
+def default_system_prompt() -> str:
+    """``main.md`` from the working directory or the repository, else a built-in line."""
+    for candidate in (Path.cwd() / "main.md", Path(__file__).resolve().parents[1] / "main.md"):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8").strip()
+    return DEFAULT_SYSTEM
+
+
+def run_chat(
+    model,
+    params: SamplingParams,
+    *,
+    system: str | None = None,
+    load_path: str | None = None,
+    input_fn=input,
+    echo=click.echo,
+) -> None:
+    from mind4_tokenizer.harmony import (
+        Conversation,
+        HarmonyParser,
+        MessageDone,
+        TextDelta,
+        fit_to_budget,
+        stop_tokens,
+    )
+
+    tokenizer = model.tokenizer
+    if load_path:
+        conversation = Conversation.load(load_path)
+    else:
+        conversation = Conversation()
+        conversation.append("system", system if system is not None else default_system_prompt())
+    session = model.session()
+    budget = session.max_tokens - params.max_new_tokens
+    if budget <= 0:
+        raise Mind4Error(
+            f"max_new_tokens ({params.max_new_tokens}) leaves no room for the conversation in a "
+            f"context of {session.max_tokens} tokens; lower --max-new-tokens"
+        )
+    stops = set(stop_tokens(tokenizer)) | set(model.stop_tokens())
+    echo(f"mind4 chat: {model.backend}/{model.device}/{model.dtype}. /reset, /save FILE, /exit.")
+    while True:
+        try:
+            line = input_fn("you> ")
+        except EOFError:
+            echo("")
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/reset":
+            conversation = Conversation(
+                conversation.messages[:1]
+                if conversation.messages and conversation.messages[0].role == "system"
+                else []
+            )
+            echo("(history cleared)")
+            continue
+        if text.startswith("/save"):
+            target = text[len("/save") :].strip()
+            if not target:
+                echo("usage: /save FILE")
+                continue
+            conversation.save(target)
+            echo(f"(saved {len(conversation)} messages to {target})")
+            continue
+        conversation.append("user", line)
+        try:
+            conversation, dropped = fit_to_budget(conversation, tokenizer, budget)
+        except ContextOverflowError as exc:
+            conversation.messages.pop()
+            echo(f"(not sent: {exc})")
+            continue
+        if dropped:
+            echo(f"(context full: dropped the {len(dropped)} oldest messages)")
+        prompt = _render(conversation, tokenizer)
+        session.reset(prompt)
+        parser = HarmonyParser(tokenizer)
+        echo("mind4> ", nl=False)
+        reply: list[str] = []
+        finished = None
+        events = (
+            event
+            for token in session.generate(params, stop_tokens=stops)
+            for event in parser.feed(token)
+        )
+        for event in (*events, *parser.finish()):
+            if isinstance(event, TextDelta) and event.channel in (None, "final"):
+                echo(event.text, nl=False)
+                reply.append(event.text)
+            elif isinstance(event, MessageDone) and event.message.channel in (None, "final"):
+                finished = event.message
+        echo("")
+        content = finished.content if finished is not None else "".join(reply)
+        conversation.append("assistant", content, "final")
+
+
+def _render(conversation, tokenizer) -> list[int]:
+    from mind4_tokenizer.harmony import render_for_completion
+
+    return render_for_completion(conversation, tokenizer)
