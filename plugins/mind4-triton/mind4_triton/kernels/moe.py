@@ -1,0 +1,701 @@
+"""Fused mixture-of-experts: routing, token grouping, MXFP4 expert matmuls.
+
+The mathematics is the oracle's :func:`route` and :func:`experts`. Five steps,
+each a kernel, none of which needs the host (so decode can be a CUDA graph):
+
+1. **route** — router logits (``x @ gateᵀ + bias``, fused here, or given),
+   the top-k logits in descending order (lowest index first on ties) and a
+   softmax over those k only -> ``indices (N, k) int32``, ``weights (N, k)``.
+2. **align** — a counting sort of the ``N·k`` (token, slot) *pairs* by expert,
+   each expert's list padded to a multiple of ``BLOCK_M``: ``sorted_pairs``
+   (padding holds the sentinel ``N·k``), ``block_expert`` (the expert of each
+   block of ``BLOCK_M`` sorted rows) and ``num_blocks``. Launch sizes depend
+   only on ``N``; blocks past ``num_blocks`` exit at once.
+3. **mlp1 + SwiGLU** — per block of rows of one expert and a tile of the
+   intermediate size: gather the token rows of ``x``, multiply by the expert's
+   ``mlp1`` rows ``2j`` (glu) and ``2j+1`` (linear) **decoding MXFP4 in
+   registers** (the packed weight is what crosses memory), add the bias and
+   apply the clamped SwiGLU -> ``act`` in sorted-row order.
+4. **mlp2** — ``act @ mlp2[e]ᵀ + b2[e]``, times the pair's gate weight,
+   scattered to ``y[pair]`` (float32).
+5. **combine** — ``Σ_j y[n·k + j]`` (the runtime fuses this into the next
+   residual add + RMSNorm, :func:`~mind4_triton.kernels.rmsnorm.add_rows_rmsnorm`).
+
+Expert weights are either dense ``(E, rows, cols)`` tensors or
+:class:`MXFP4Weight` ``(blocks uint8 (E, rows, cols/32, 16), scales uint8
+(E, rows, cols/32))`` exactly as stored in a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import triton
+import triton.language as tl
+
+from .attention import dot_precision
+
+
+class MXFP4Weight(NamedTuple):
+    """An expert weight kept packed: ``blocks (E, rows, cols/32, 16)`` uint8,
+    ``scales (E, rows, cols/32)`` uint8 (E8M0, bias 127)."""
+
+    blocks: torch.Tensor
+    scales: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        E, rows, groups, _ = self.blocks.shape
+        return (E, rows, groups * 32)
+
+
+# ----------------------------------------------------------------------------- 1. routing
+
+
+@triton.jit
+def _topk_softmax(logits, cols, K: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``logits (R, BLOCK_E)`` float32 (-inf where no expert) -> the top-``K``
+    indices ``(R, BLOCK_K)`` int32 in descending order (lowest index on ties)
+    and their softmax weights (0 in the padding columns)."""
+    slot = tl.arange(0, BLOCK_K)[None, :]
+    indices = tl.zeros((logits.shape[0], BLOCK_K), tl.int32)
+    top = tl.full((logits.shape[0], BLOCK_K), float("-inf"), tl.float32)
+    for j in tl.static_range(K):
+        best = tl.max(logits, axis=1)  # (R,)
+        at = tl.min(tl.where(logits == best[:, None], cols[None, :], 1 << 30), axis=1)
+        indices = tl.where(slot == j, at[:, None], indices)
+        top = tl.where(slot == j, best[:, None], top)
+        logits = tl.where(cols[None, :] == at[:, None], float("-inf"), logits)
+    e = tl.exp(top - tl.max(top, axis=1)[:, None])
+    return indices, e / tl.sum(e, axis=1)[:, None]
+
+
+@triton.jit
+def _route_kernel(
+    Logits,
+    Indices,
+    Weights,
+    N,
+    E,
+    stride_l,
+    K: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_E)
+    ok = (rows < N)[:, None] & (cols < E)[None, :]
+    logits = tl.load(
+        Logits + rows[:, None] * stride_l + cols[None, :], mask=ok, other=float("-inf")
+    )
+    indices, weights = _topk_softmax(logits.to(tl.float32), cols, K, BLOCK_K)
+    out = rows[:, None] * K + tl.arange(0, BLOCK_K)[None, :]
+    out_ok = (rows < N)[:, None] & (tl.arange(0, BLOCK_K) < K)[None, :]
+    tl.store(Indices + out, indices, mask=out_ok)
+    tl.store(Weights + out, weights, mask=out_ok)
+
+
+@triton.jit
+def _gate_route_kernel(
+    X,
+    Wg,
+    Bg,
+    Indices,
+    Weights,
+    N,
+    E,
+    H,
+    stride_x,
+    stride_w,
+    K: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Router logits ``x @ gateᵀ + bias`` for ``BLOCK_R`` tokens, then top-k + softmax."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_E)
+    hh = tl.arange(0, BLOCK_H)
+    acc = tl.zeros((BLOCK_R, BLOCK_E), tl.float32)
+    for h0 in range(0, H, BLOCK_H):
+        h_ok = (h0 + hh) < H
+        x = tl.load(
+            X + rows[:, None].to(tl.int64) * stride_x + (h0 + hh)[None, :],
+            mask=(rows < N)[:, None] & h_ok[None, :],
+            other=0.0,
+        )
+        w = tl.load(
+            Wg + cols[:, None] * stride_w + (h0 + hh)[None, :],
+            mask=(cols < E)[:, None] & h_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=DOT_PRECISION)
+    acc += tl.load(Bg + cols, mask=cols < E, other=0.0).to(tl.float32)[None, :]
+    acc = tl.where((cols < E)[None, :], acc, float("-inf"))
+    indices, weights = _topk_softmax(acc, cols, K, BLOCK_K)
+    out = rows[:, None] * K + tl.arange(0, BLOCK_K)[None, :]
+    out_ok = (rows < N)[:, None] & (tl.arange(0, BLOCK_K) < K)[None, :]
+    tl.store(Indices + out, indices, mask=out_ok)
+    tl.store(Weights + out, weights, mask=out_ok)
+
+
+def route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``router_logits (N, E)`` -> ``indices (N, k) int32``, ``weights (N, k) float32``."""
+    N, E = router_logits.shape
+    indices = torch.empty((N, k), device=router_logits.device, dtype=torch.int32)
+    weights = torch.empty((N, k), device=router_logits.device, dtype=torch.float32)
+    BLOCK_R = 16
+    _route_kernel[(triton.cdiv(N, BLOCK_R),)](
+        router_logits,
+        indices,
+        weights,
+        N,
+        E,
+        router_logits.stride(0),
+        K=k,
+        BLOCK_R=BLOCK_R,
+        BLOCK_E=triton.next_power_of_2(E),
+        BLOCK_K=triton.next_power_of_2(k),
+    )
+    return indices, weights
+
+
+def gate_route(
+    x: torch.Tensor,
+    gate_weight: torch.Tensor,
+    gate_bias: torch.Tensor,
+    k: int,
+    indices: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Router logits of ``x (N, H)`` with ``gate (E, H)`` + bias, then :func:`route`."""
+    N, H = x.shape
+    E = gate_weight.shape[0]
+    if indices is None:
+        indices = torch.empty((N, k), device=x.device, dtype=torch.int32)
+    if weights is None:
+        weights = torch.empty((N, k), device=x.device, dtype=torch.float32)
+    BLOCK_R = 16 if N <= 16 else 64
+    _gate_route_kernel[(triton.cdiv(N, BLOCK_R),)](
+        x,
+        gate_weight,
+        gate_bias,
+        indices,
+        weights,
+        N,
+        E,
+        H,
+        x.stride(0),
+        gate_weight.stride(0),
+        K=k,
+        BLOCK_R=BLOCK_R,
+        BLOCK_E=max(16, triton.next_power_of_2(E)),
+        BLOCK_K=triton.next_power_of_2(k),
+        BLOCK_H=64,
+        DOT_PRECISION=dot_precision(x.dtype),
+        num_warps=4,
+    )
+    return indices, weights
+
+
+# ----------------------------------------------------------------------------- 2. align
+
+
+def align_sizes(n_pairs: int, n_experts: int, block_m: int) -> tuple[int, int]:
+    """``(max_blocks, max_padded_rows)`` for ``n_pairs`` pairs: each non-empty
+    expert pads its list by fewer than ``block_m`` rows."""
+    max_blocks = triton.cdiv(n_pairs, block_m) + min(n_experts, n_pairs)
+    return max_blocks, max_blocks * block_m
+
+
+@triton.jit
+def _align_kernel(
+    Indices,
+    SortedPairs,
+    BlockExpert,
+    NumBlocks,
+    NK,
+    MAX_BLOCKS,
+    MAX_PADDED,
+    BLOCK_M: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+):
+    """One program: a counting sort of the pairs by expert (stable in pair order)."""
+    experts = tl.arange(0, BLOCK_E)
+    lane = tl.arange(0, BLOCK)
+
+    counts = tl.zeros((BLOCK_E,), tl.int32)
+    for s in range(0, NK, BLOCK):
+        e = tl.load(Indices + s + lane, mask=s + lane < NK, other=-1)
+        counts += tl.sum((e[:, None] == experts[None, :]).to(tl.int32), axis=0)
+    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    ends = tl.cumsum(padded, axis=0)
+    starts = ends - padded
+    tl.store(NumBlocks, tl.sum(padded, axis=0) // BLOCK_M)
+
+    # block b belongs to the expert whose padded range holds row b * BLOCK_M
+    for s in range(0, MAX_BLOCKS, BLOCK):
+        blk = s + lane
+        owner = tl.sum((ends[None, :] <= (blk * BLOCK_M)[:, None]).to(tl.int32), axis=1)
+        tl.store(BlockExpert + blk, owner, mask=blk < MAX_BLOCKS)
+
+    for s in range(0, MAX_PADDED, BLOCK):
+        tl.store(
+            SortedPairs + s + lane, tl.full((BLOCK,), 0, tl.int32) + NK, mask=s + lane < MAX_PADDED
+        )
+    tl.debug_barrier()  # the padding fill lands before the scatter below
+
+    seen = tl.zeros((BLOCK_E,), tl.int32)
+    for s in range(0, NK, BLOCK):
+        pair = s + lane
+        e = tl.load(Indices + pair, mask=pair < NK, other=-1)
+        one_hot = (e[:, None] == experts[None, :]).to(tl.int32)  # (BLOCK, BLOCK_E)
+        rank = (
+            tl.cumsum(one_hot, axis=0) - one_hot
+        )  # earlier pairs of the same expert in this chunk
+        dest = tl.sum(one_hot * (starts + seen)[None, :] + one_hot * rank, axis=1)
+        tl.store(SortedPairs + dest, pair, mask=pair < NK)
+        seen += tl.sum(one_hot, axis=0)
+
+
+class Alignment(NamedTuple):
+    sorted_pairs: torch.Tensor  # (max_padded,) int32, sentinel N·k in padding
+    block_expert: torch.Tensor  # (max_blocks,) int32
+    num_blocks: torch.Tensor  # (1,) int32
+    block_m: int
+
+
+def align(indices: torch.Tensor, n_experts: int, block_m: int) -> Alignment:
+    """Group the pairs of ``indices (N, k)`` by expert in blocks of ``block_m`` rows."""
+    nk = indices.numel()
+    max_blocks, max_padded = align_sizes(nk, n_experts, block_m)
+    dev = indices.device
+    sorted_pairs = torch.empty(max_padded, device=dev, dtype=torch.int32)
+    block_expert = torch.empty(max_blocks, device=dev, dtype=torch.int32)
+    num_blocks = torch.empty(1, device=dev, dtype=torch.int32)
+    _align_kernel[(1,)](
+        indices,
+        sorted_pairs,
+        block_expert,
+        num_blocks,
+        nk,
+        max_blocks,
+        max_padded,
+        BLOCK_M=block_m,
+        BLOCK=256,
+        BLOCK_E=triton.next_power_of_2(n_experts),
+        num_warps=4,
+    )
+    return Alignment(sorted_pairs, block_expert, num_blocks, block_m)
+
+
+# ----------------------------------------------------------------------------- 3-4. experts
+
+
+@triton.jit
+def _mxfp4_tile(packed, scales, BN: tl.constexpr, BK: tl.constexpr):
+    """Decode ``packed uint8 (BN, BK/2)`` + ``scales uint8 (BN, BK/32)`` to
+    float32 ``(BN, BK)``.
+
+    Each byte holds two FP4 E2M1 codes, the low nibble the even element. A code
+    ``s eem`` is built directly as float32 bits: magnitude codes 2..7
+    (``e >= 1``) are ``2^(e-1)·(1 + m/2)``, i.e. exponent field ``e + 126``
+    and mantissa bit ``m`` — which is ``(em << 22) + (126 << 23)``; code 1 is
+    0.5 (``126 << 23``); code 0 is zero. The E8M0 scale byte ``s`` is the
+    float32 ``2^(s-127)``: exponent field ``s``, i.e. ``s << 23``.
+    """
+    codes = tl.join(packed & 0xF, packed >> 4).reshape(BN, BK).to(tl.int32)  # (BN, BK)
+    em = codes & 7
+    magnitude = tl.where(em >= 2, (em << 22) + (126 << 23), tl.where(em == 1, 126 << 23, 0))
+    values = (magnitude | ((codes & 8) << 28)).to(tl.float32, bitcast=True)
+    scale = (scales.to(tl.int32) << 23).to(tl.float32, bitcast=True)  # (BN, BK/32)
+    values = values.reshape(BN, BK // 32, 32) * scale[:, :, None]
+    return values.reshape(BN, BK)
+
+
+@triton.jit
+def _dequant_kernel(Blocks, Scales, Out, R, C, BR: tl.constexpr, BC: tl.constexpr):
+    rows = tl.program_id(0) * BR + tl.arange(0, BR)
+    cb = tl.program_id(1) * (BC // 2) + tl.arange(0, BC // 2)
+    cs = tl.program_id(1) * (BC // 32) + tl.arange(0, BC // 32)
+    packed = tl.load(Blocks + rows[:, None] * (C // 2) + cb[None, :], mask=(rows < R)[:, None])
+    scales = tl.load(Scales + rows[:, None] * (C // 32) + cs[None, :], mask=(rows < R)[:, None])
+    cols = tl.program_id(1) * BC + tl.arange(0, BC)
+    tl.store(
+        Out + rows[:, None] * C + cols[None, :],
+        _mxfp4_tile(packed, scales, BR, BC),
+        mask=(rows < R)[:, None],
+    )
+
+
+def dequantize(w: MXFP4Weight) -> torch.Tensor:
+    """The float32 matrix ``(..., rows, cols)`` of an MXFP4 weight (for tests and tools)."""
+    *lead, rows, groups, _ = w.blocks.shape
+    R, C = int(np.prod(lead, dtype=np.int64)) * rows, groups * 32
+    out = torch.empty((R, C), device=w.blocks.device, dtype=torch.float32)
+    BC = 32 if C % 64 else 64
+    _dequant_kernel[(triton.cdiv(R, 16), C // BC)](
+        w.blocks.contiguous(), w.scales.contiguous(), out, R, C, BR=16, BC=BC
+    )
+    return out.view(*lead, rows, C)
+
+
+@triton.jit
+def _load_weight_tile(
+    W,
+    S,
+    e,
+    w_rows,
+    row_ok,
+    k0,
+    stride_we,
+    stride_wr,
+    stride_se,
+    stride_sr,
+    KDIM,
+    MXFP4: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+):
+    """Rows ``w_rows (BN,)`` of expert ``e``'s weight, columns ``k0 .. k0+BK`` -> float32 or
+    the stored dtype ``(BN, BK)``."""
+    if MXFP4:
+        kb = k0 // 2 + tl.arange(0, BK // 2)
+        ks = k0 // 32 + tl.arange(0, BK // 32)
+        packed = tl.load(
+            W + e * stride_we + w_rows[:, None] * stride_wr + kb[None, :],
+            mask=row_ok[:, None] & (kb < KDIM // 2)[None, :],
+            other=0,
+        )
+        scales = tl.load(
+            S + e * stride_se + w_rows[:, None] * stride_sr + ks[None, :],
+            mask=row_ok[:, None] & (ks < KDIM // 32)[None, :],
+            other=0,
+        )
+        return _mxfp4_tile(packed, scales, BN, BK)
+    else:
+        kk = k0 + tl.arange(0, BK)
+        return tl.load(
+            W + e * stride_we + w_rows[:, None] * stride_wr + kk[None, :],
+            mask=row_ok[:, None] & (kk < KDIM)[None, :],
+            other=0.0,
+        )
+
+
+@triton.jit
+def _moe_mlp1_kernel(
+    X,
+    SortedPairs,
+    BlockExpert,
+    NumBlocks,
+    W,
+    S,
+    Bias,
+    Act,
+    stride_x,
+    stride_we,
+    stride_wr,
+    stride_se,
+    stride_sr,
+    stride_be,
+    stride_act,
+    NK,
+    H,
+    I,
+    limit,
+    TOPK: tl.constexpr,
+    MXFP4: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """``act[r, j] = swiglu(x[token(r)] @ mlp1[e]ᵀ + b1[e])`` for the sorted rows
+    ``r`` of one block (expert ``e``) and activation columns ``j`` of one tile."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    if pid_m >= tl.load(NumBlocks):
+        return
+    e = tl.load(BlockExpert + pid_m).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pair = tl.load(SortedPairs + rows)
+    row_ok = pair < NK
+    token = (pair // TOPK).to(tl.int64)
+    j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # activation columns
+    j_ok = j < I
+    kk = tl.arange(0, BLOCK_K)
+
+    acc_glu = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    acc_lin = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        x = tl.load(
+            X + token[:, None] * stride_x + (k0 + kk)[None, :],
+            mask=row_ok[:, None] & ((k0 + kk) < H)[None, :],
+            other=0.0,
+        )  # (BLOCK_M, BLOCK_K)
+        w_glu = _load_weight_tile(
+            W,
+            S,
+            e,
+            2 * j,
+            j_ok,
+            k0,
+            stride_we,
+            stride_wr,
+            stride_se,
+            stride_sr,
+            H,
+            MXFP4,
+            BLOCK_N,
+            BLOCK_K,
+        )
+        w_lin = _load_weight_tile(
+            W,
+            S,
+            e,
+            2 * j + 1,
+            j_ok,
+            k0,
+            stride_we,
+            stride_wr,
+            stride_se,
+            stride_sr,
+            H,
+            MXFP4,
+            BLOCK_N,
+            BLOCK_K,
+        )
+        acc_glu = tl.dot(x, tl.trans(w_glu.to(x.dtype)), acc_glu, input_precision=DOT_PRECISION)
+        acc_lin = tl.dot(x, tl.trans(w_lin.to(x.dtype)), acc_lin, input_precision=DOT_PRECISION)
+
+    bias = Bias + e * stride_be
+    glu = acc_glu + tl.load(bias + 2 * j, mask=j_ok, other=0.0).to(tl.float32)[None, :]
+    lin = acc_lin + tl.load(bias + 2 * j + 1, mask=j_ok, other=0.0).to(tl.float32)[None, :]
+    glu = tl.minimum(glu, limit)
+    lin = tl.minimum(tl.maximum(lin, -limit), limit)
+    act = glu * tl.sigmoid(1.702 * glu) * (lin + 1.0)
+    tl.store(
+        Act + rows[:, None].to(tl.int64) * stride_act + j[None, :],
+        act.to(Act.dtype.element_ty),
+        mask=row_ok[:, None] & j_ok[None, :],
+    )
+
+
+@triton.jit
+def _moe_mlp2_kernel(
+    Act,
+    SortedPairs,
+    BlockExpert,
+    NumBlocks,
+    W,
+    S,
+    Bias,
+    Gates,
+    Y,
+    stride_act,
+    stride_we,
+    stride_wr,
+    stride_se,
+    stride_sr,
+    stride_be,
+    stride_y,
+    NK,
+    H,
+    I,
+    MXFP4: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """``y[pair(r)] = gate(pair) · (act[r] @ mlp2[e]ᵀ + b2[e])`` for one block and
+    output tile."""
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    if pid_m >= tl.load(NumBlocks):
+        return
+    e = tl.load(BlockExpert + pid_m).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pair = tl.load(SortedPairs + rows)
+    row_ok = pair < NK
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < H
+    kk = tl.arange(0, BLOCK_K)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+    for k0 in range(0, I, BLOCK_K):
+        a = tl.load(
+            Act + rows[:, None].to(tl.int64) * stride_act + (k0 + kk)[None, :],
+            mask=row_ok[:, None] & ((k0 + kk) < I)[None, :],
+            other=0.0,
+        )
+        w = _load_weight_tile(
+            W,
+            S,
+            e,
+            n,
+            n_ok,
+            k0,
+            stride_we,
+            stride_wr,
+            stride_se,
+            stride_sr,
+            I,
+            MXFP4,
+            BLOCK_N,
+            BLOCK_K,
+        )
+        acc = tl.dot(a, tl.trans(w.to(a.dtype)), acc, input_precision=DOT_PRECISION)
+
+    y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    y = y * tl.load(Gates + pair, mask=row_ok, other=0.0)[:, None]
+    tl.store(
+        Y + pair[:, None].to(tl.int64) * stride_y + n[None, :],
+        y.to(Y.dtype.element_ty),
+        mask=row_ok[:, None] & n_ok[None, :],
+    )
+
+
+class ExpertConfig(NamedTuple):
+    """Tile sizes of the two expert kernels."""
+
+    block_m: int
+    block_n1: int
+    block_k1: int
+    block_n2: int
+    block_k2: int
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+def expert_config(n_pairs: int) -> ExpertConfig:
+    """Tiles for decode (few rows: bandwidth-bound) and prefill (compute-bound)."""
+    if n_pairs <= 64:
+        return ExpertConfig(16, 32, 128, 64, 128, num_warps=4, num_stages=3)
+    return ExpertConfig(64, 64, 64, 128, 64, num_warps=8, num_stages=3)
+
+
+def _weight_args(w):
+    """Pointers and strides of a dense or MXFP4 expert weight."""
+    if isinstance(w, MXFP4Weight):
+        E, rows, groups, _ = w.blocks.shape
+        blocks = w.blocks.view(E, rows, groups * 16)
+        return (
+            blocks,
+            w.scales,
+            blocks.stride(0),
+            blocks.stride(1),
+            w.scales.stride(0),
+            w.scales.stride(1),
+            True,
+        )
+    assert w.stride(-1) == 1
+    return w, w, w.stride(0), w.stride(1), 0, 0, False
+
+
+def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, cfg: ExpertConfig):
+    """Step 3: ``act (max_padded, I)`` from ``x (N, H)``."""
+    N, H = x.shape
+    I = w1.shape[1] // 2
+    W, S, swe, swr, sse, ssr, mx = _weight_args(w1)
+    grid = (triton.cdiv(I, cfg.block_n1), alignment.block_expert.numel())
+    _moe_mlp1_kernel[grid](
+        x,
+        alignment.sorted_pairs,
+        alignment.block_expert,
+        alignment.num_blocks,
+        W,
+        S,
+        b1,
+        act,
+        x.stride(0),
+        swe,
+        swr,
+        sse,
+        ssr,
+        b1.stride(0),
+        act.stride(0),
+        N * topk,
+        H,
+        I,
+        float(limit),
+        TOPK=topk,
+        MXFP4=mx,
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n1,
+        BLOCK_K=cfg.block_k1,
+        DOT_PRECISION=dot_precision(x.dtype),
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+    return act
+
+
+def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: ExpertConfig):
+    """Step 4: ``y (N·k, H)`` float32, gate-weighted, from ``act``."""
+    H = w2.shape[1]
+    I = act.shape[1]
+    W, S, swe, swr, sse, ssr, mx = _weight_args(w2)
+    grid = (triton.cdiv(H, cfg.block_n2), alignment.block_expert.numel())
+    _moe_mlp2_kernel[grid](
+        act,
+        alignment.sorted_pairs,
+        alignment.block_expert,
+        alignment.num_blocks,
+        W,
+        S,
+        b2,
+        gates,
+        y,
+        act.stride(0),
+        swe,
+        swr,
+        sse,
+        ssr,
+        b2.stride(0),
+        y.stride(0),
+        n_pairs,
+        H,
+        I,
+        MXFP4=mx,
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n2,
+        BLOCK_K=cfg.block_k2,
+        DOT_PRECISION=dot_precision(act.dtype),
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+    return y
+
+
+def experts(
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    weights: torch.Tensor,
+    mlp1_weight,
+    mlp1_bias: torch.Tensor,
+    mlp2_weight,
+    mlp2_bias: torch.Tensor,
+    swiglu_limit: float,
+    cfg: ExpertConfig | None = None,
+) -> torch.Tensor:
+    """``Σ_k weights[:, k] · expert_{indices[:, k]}(x)`` for ``x (N, H)`` -> ``(N, H)``
+    in x's dtype. Weights are dense tensors or :class:`MXFP4Weight`."""
+    N, H = x.shape
+    k = indices.shape[1]
+    E = mlp1_weight.shape[0]
+    I = mlp1_weight.shape[1] // 2
+    cfg = cfg or expert_config(N * k)
+    alignment = align(indices.to(torch.int32).contiguous(), E, cfg.block_m)
+    act = torch.empty((alignment.sorted_pairs.numel(), I), device=x.device, dtype=x.dtype)
+    expert_mlp1(x, alignment, k, mlp1_weight, mlp1_bias, swiglu_limit, act, cfg)
+    y = torch.empty((N * k, H), device=x.device, dtype=torch.float32)
+    gates = weights.to(torch.float32).contiguous().view(-1)
+    expert_mlp2(act, alignment, N * k, mlp2_weight, mlp2_bias, gates, y, cfg)
+    return y.view(N, k, H).sum(dim=1).to(x.dtype)
