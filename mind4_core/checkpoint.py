@@ -180,6 +180,16 @@ class Checkpoint:
         entry = self._entry(name)
         return sum(t.nbytes for t in entry) if isinstance(entry, tuple) else entry.nbytes
 
+    def release(self, name: str) -> None:
+        """Let the OS drop the memory-mapped pages of ``name`` from this process.
+
+        Streaming tools (``mind4 convert``) call it after each tensor so their
+        resident memory stays near one tensor, not the whole file.
+        """
+        entry = self._entry(name)
+        for info in entry if isinstance(entry, tuple) else (entry,):
+            self._files[info.file].release(info.name)
+
     def close(self) -> None:
         for f in self._files.values():
             f.close()
@@ -221,16 +231,35 @@ def safetensors_files(path: Path) -> list[Path]:
 
 
 def read_tensor_table(path: Path) -> tuple[dict[str, TensorInfo], list[SafetensorsFile]]:
-    """Open every data file of ``path`` and gather its tensors (names must be unique)."""
+    """Open every data file of ``path`` and gather its tensors (names must be unique).
+
+    With an index, every tensor it names must be in the shard it names."""
     files = [SafetensorsFile(p) for p in safetensors_files(path)]
     table: dict[str, TensorInfo] = {}
-    for f in files:
-        for name, info in f.tensors.items():
-            if name in table:
-                raise CheckpointError(
-                    f"tensor {name!r} appears in both {table[name].file.name} and {f.path.name}"
-                )
-            table[name] = info
+    try:
+        for f in files:
+            for name, info in f.tensors.items():
+                if name in table:
+                    raise CheckpointError(
+                        f"tensor {name!r} appears in both {table[name].file.name} and {f.path.name}"
+                    )
+                table[name] = info
+        index = path / INDEX_FILE
+        if index.exists():
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            for name, shard in weight_map.items():
+                if name not in table or table[name].file.name != shard:
+                    found = (
+                        f"it is in {table[name].file.name}" if name in table else "no shard has it"
+                    )
+                    raise CheckpointError(
+                        f"{index} puts tensor {name!r} in {shard}, but {found}. The index and the "
+                        "shards disagree: re-create the index or copy the right shards."
+                    )
+    except BaseException:
+        for f in files:
+            f.close()
+        raise
     return table, files
 
 

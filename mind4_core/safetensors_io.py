@@ -168,6 +168,19 @@ class SafetensorsFile:
             self._mmap, dtype=dtype, count=info.nbytes // dtype.itemsize, offset=info.begin
         ).reshape(info.shape)
 
+    def release(self, name: str) -> None:
+        """Drop a tensor's mapped pages from this process's resident memory.
+
+        The data stays on disk (and usually in the page cache); the next access
+        maps it back in. Streaming tools call this after each tensor so their
+        resident memory stays near one tensor instead of growing with the file.
+        """
+        info = self.tensors[name]
+        if self._mmap is None or info.nbytes == 0 or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = info.begin - info.begin % mmap.PAGESIZE
+        self._mmap.madvise(mmap.MADV_DONTNEED, start, info.end - start)
+
     def close(self) -> None:
         # Arrays handed out keep the mapping alive; closing the file handle is enough.
         self._fh.close()
@@ -192,8 +205,16 @@ class SafetensorsWriter:
     """Write tensors one at a time, in the order of ``specs``.
 
     The header is computed from the specs up front, so the peak memory is one
-    tensor. Data goes to ``<path>.tmp`` and is renamed over ``path`` by
-    :meth:`close` only after every tensor was written and flushed.
+    tensor (or one piece of it, see :meth:`write_parts`). Data goes to
+    ``<path>.tmp`` and is renamed over ``path`` by :meth:`close` only after
+    every tensor was written and flushed.
+
+    The data section follows the safetensors rules that the reference library
+    enforces: tensors are packed back to back (no gaps), and the header is
+    padded with spaces so the data starts on a 64-byte boundary. Tensors are
+    laid out by decreasing item size (stable), so every tensor starts at a
+    multiple of its own item size and a memory map can read it aligned; the
+    writer seeks, so callers still write in the order of ``specs``.
     """
 
     def __init__(
@@ -207,43 +228,73 @@ class SafetensorsWriter:
         header: dict[str, Any] = {}
         if metadata:
             header["__metadata__"] = dict(metadata)
-        offset = 0
         for spec in self.specs:
             if spec.dtype not in DTYPES:
                 raise CheckpointError(
                     f"cannot write tensor {spec.name!r}: unknown dtype {spec.dtype!r}"
                 )
+        self._offsets: dict[str, int] = {}
+        offset = 0
+        for spec in sorted(self.specs, key=lambda s: -DTYPES[s.dtype].itemsize):
             nbytes = _numel(spec.shape) * DTYPES[spec.dtype].itemsize
             header[spec.name] = {
                 "dtype": spec.dtype,
                 "shape": list(spec.shape),
                 "data_offsets": [offset, offset + nbytes],
             }
+            self._offsets[spec.name] = offset
             offset += nbytes
-            offset += -offset % ALIGN
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-(8 + len(raw)) % ALIGN)
+        self._data_start = 8 + len(raw)
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._fh = open(self._tmp, "wb")  # noqa: SIM115
         self._fh.write(struct.pack("<Q", len(raw)) + raw)
+        self._fh.truncate(self._data_start + offset)
         self._next = 0
-        self._written = 0
 
     def write(self, name: str, array: np.ndarray) -> None:
         spec = self.specs[self._next]
         if name != spec.name:
             raise CheckpointError(f"writer expected tensor {spec.name!r} next, got {name!r}")
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)
         if tuple(array.shape) != spec.shape or array.dtype != DTYPES[spec.dtype]:
             raise CheckpointError(
                 f"tensor {name!r}: expected {spec.dtype} {list(spec.shape)}, got {array.dtype} "
                 f"{list(array.shape)}"
             )
-        data = array.astype(DTYPES[spec.dtype].newbyteorder("<"), copy=False).tobytes()
-        self._fh.write(data)
-        pad = -len(data) % ALIGN
-        if self._next + 1 < len(self.specs) and pad:
-            self._fh.write(b"\0" * pad)
+        self.write_parts(name, [array])
+
+    def write_parts(self, name: str, parts: Iterable[np.ndarray]) -> None:
+        """Write the next tensor as consecutive pieces of its row-major data.
+
+        Each piece is an array of the tensor's dtype (any shape); together they
+        must hold exactly the tensor's bytes. Only one piece is in memory at a
+        time, so a tensor larger than memory can be produced chunk by chunk.
+        """
+        spec = self.specs[self._next]
+        if name != spec.name:
+            raise CheckpointError(f"writer expected tensor {spec.name!r} next, got {name!r}")
+        dtype = DTYPES[spec.dtype]
+        expected = _numel(spec.shape) * dtype.itemsize
+        self._fh.seek(self._data_start + self._offsets[name])
+        written = 0
+        for part in parts:
+            part = np.asarray(part)
+            if part.dtype != dtype:
+                raise CheckpointError(
+                    f"tensor {name!r}: expected {spec.dtype} data, got a piece of {part.dtype}"
+                )
+            part = np.ascontiguousarray(part.astype(dtype.newbyteorder("<"), copy=False))
+            written += part.nbytes
+            if written > expected:
+                break
+            self._fh.write(memoryview(part.reshape(-1)).cast("B"))
+        if written != expected:
+            raise CheckpointError(
+                f"tensor {name!r}: expected {expected} bytes ({spec.dtype} {list(spec.shape)}), "
+                f"got {'more than ' if written > expected else ''}{written}"
+            )
         self._next += 1
 
     def close(self) -> None:
