@@ -1,0 +1,67 @@
+"""``python -m mind4_specs --backend NAME``: run every spec and print a summary.
+
+The same as ``pytest --pyargs mind4_specs --mind4-backend NAME`` plus a table
+per component (passed / failed / xfailed / xpassed / skipped, with reasons).
+Arguments after ``--`` go to pytest unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .plugin import COMPONENT_KINDS, DTYPES
+from .runner import pytest_args, render_summary, run_specs
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--backend", envvar="MIND4_BACKEND", help="backend to check (default: $MIND4_BACKEND)"
+)
+@click.option("--attention", help="check this attention component instead of the backend's")
+@click.option("--moe-routing", help="check this MoE routing component instead of the backend's")
+@click.option("--sampler", help="check this sampler instead of the backend's")
+@click.option("--device", help="device (default: cpu when the backend supports it)")
+@click.option(
+    "--dtype",
+    "dtypes",
+    multiple=True,
+    type=click.Choice(DTYPES),
+    help="only this dtype (repeatable)",
+)
+@click.option("--seed", type=int, help="seed of the random inputs (default: new each run)")
+@click.option("-k", "select", help="pytest -k expression selecting specs")
+@click.option("-q", "--quiet", is_flag=True, help="only the summary table")
+@click.argument("pytest_extra", nargs=-1, type=click.UNPROCESSED)
+def main(
+    backend, attention, moe_routing, sampler, device, dtypes, seed, select, quiet, pytest_extra
+):
+    """Run the Mind 4 conformance specs against a backend and summarise them.
+
+    \b
+    Examples:
+      python -m mind4_specs --backend torch
+      python -m mind4_specs --backend torch --dtype float32 -k attention
+      python -m mind4_specs --backend torch --sampler min_p
+      python -m mind4_specs --sampler numpy          # a component on its own
+    """
+    components = dict(zip(COMPONENT_KINDS, (attention, moe_routing, sampler), strict=True))
+    components = {k: v for k, v in components.items() if v}
+    if not backend and not components:
+        raise click.UsageError("choose a backend (--backend NAME or MIND4_BACKEND) or a component")
+    extra = ("-qq", "--no-header", "--no-summary") if quiet else ("-q",)
+    args = pytest_args(
+        backend, components=components, device=device, dtypes=dtypes, seed=seed, select=select,
+        extra=extra + tuple(pytest_extra),
+    )  # fmt: skip
+    code, outcomes = run_specs(args)
+    target = ", ".join(
+        [f"backend {backend}"] * bool(backend) + [f"{k} {v}" for k, v in components.items()]
+    )
+    render_summary(outcomes, title=f"mind4 specs: {target}")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
