@@ -174,6 +174,7 @@ def train(files, vocab_size, out_dir, name, default_corpus, errors, pattern, min
                 "files": [p.name for p in files],
                 "default_corpus": default_corpus,
                 "python": ".".join(map(str, sys.version_info[:3])) if default_corpus else None,
+                "default_corpus_sha256": _corpus_sha256() if default_corpus else None,
                 "bytes": result.n_bytes,
                 "pattern": pattern,
                 "requested_vocab_size": vocab_size,
@@ -277,6 +278,14 @@ def _show(piece: bytes) -> str:
     """A token's text for display; bytes of a split UTF-8 character as ``\\xNN``."""
     text = piece.decode("utf-8", errors="backslashreplace")
     return text.replace("\n", "\\n\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
+def _corpus_sha256() -> str:
+    import hashlib
+
+    from .corpus import default_corpus_text
+
+    return hashlib.sha256(default_corpus_text().encode("utf-8")).hexdigest()
 
 
 def _stderr_console():

@@ -46,18 +46,31 @@ def stdlib_source_files(root: Path | None = None) -> list[Path]:
 
 
 def docstrings(source: bytes) -> Iterator[str]:
-    """Docstrings of a module's source, outermost first (module, classes, functions)."""
+    """Docstrings of a module's source in source order (module, then each class and
+    function, depth first), including definitions nested in if/try/with blocks."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid escape sequences in old modules
         try:
             tree = ast.parse(source)
         except (SyntaxError, ValueError):
             return
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            doc = ast.get_docstring(node, clean=True)
-            if doc:
-                yield doc
+    yield from _docstrings_of(tree)
+
+
+_DEFS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_BLOCKS = ("body", "orelse", "finalbody", "handlers")
+
+
+def _docstrings_of(node: ast.AST) -> Iterator[str]:
+    if isinstance(node, _DEFS):
+        doc = ast.get_docstring(node, clean=True)
+        if doc:
+            yield doc
+    # walk statements only (docstrings never live inside expressions)
+    for block in _BLOCKS:
+        for child in getattr(node, block, ()):
+            if isinstance(child, ast.stmt | ast.excepthandler):
+                yield from _docstrings_of(child)
 
 
 def pydoc_topics() -> Iterator[str]:

@@ -8,10 +8,20 @@ Records hold lazy factories; nothing is loaded until an encoding is used.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mind4_core.hookspecs import hookimpl
 from mind4_core.records import TokenizerRecord
 
-from .registry import shipped_encodings
+ENCODINGS_DIR = Path(__file__).parent / "encodings"
+
+
+def shipped_encodings() -> list[str]:
+    """Shipped encoding names (a folder with encoding.json), found without importing tiktoken."""
+    if not ENCODINGS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in ENCODINGS_DIR.iterdir() if (p / "encoding.json").is_file())
+
 
 MIND4_PLUGIN_API = 1
 
