@@ -46,24 +46,28 @@ def _load_dir(path: str) -> Tokenizer:
 # --------------------------------------------------------------------------- o200k_harmony
 
 
-def tiktoken_cache_dir() -> Path:
-    """Where tiktoken keeps downloaded files (same rules as ``tiktoken.load``)."""
+def tiktoken_cache_dir() -> Path | None:
+    """Where tiktoken keeps downloaded files (same rules as ``tiktoken.load``);
+    ``None`` when caching is turned off (``TIKTOKEN_CACHE_DIR=""``)."""
     for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
-        if os.environ.get(var):
-            return Path(os.environ[var])
+        if var in os.environ:
+            return Path(os.environ[var]) if os.environ[var] else None
     return Path(tempfile.gettempdir()) / "data-gym-cache"
 
 
-def o200k_base_cache_path() -> Path:
+def o200k_base_cache_path() -> Path | None:
     """The file name tiktoken gives o200k_base in its cache (sha1 of the URL)."""
-    return tiktoken_cache_dir() / hashlib.sha1(O200K_BASE_URL.encode()).hexdigest()
+    cache = tiktoken_cache_dir()
+    return None if cache is None else cache / hashlib.sha1(O200K_BASE_URL.encode()).hexdigest()
 
 
 def find_o200k_base() -> Path:
     """Locate o200k_base's ranks file or say exactly what to provide."""
     path = o200k_base_cache_path()
-    if path.is_file():
+    if path is not None and path.is_file():
         return path
+    if path is None:
+        path = "$TIKTOKEN_CACHE_DIR/" + hashlib.sha1(O200K_BASE_URL.encode()).hexdigest()
     raise TokenizerError(
         "o200k_harmony needs the o200k_base ranks file, which Mind 4 does not ship and "
         "cannot download. Get o200k_base.tiktoken "

@@ -112,7 +112,7 @@ def test_encode_batch_matches_encode(tok):
     assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]
 
 
-def test_tiktoken_loads_shipped_ranks(tok):
+def test_tiktoken_loads_shipped_ranks(tok, no_tiktoken_cache):
     from mind4_tokenizer.registry import ENCODINGS_DIR
 
     path = ENCODINGS_DIR / "mind4-8k" / "ranks.tiktoken"
@@ -138,7 +138,7 @@ def test_read_ranks_valid(tmp_path):
     assert len(ranks) == 257 and ranks[b"ab"] == 256 and ranks[b"\x00"] == 0
 
 
-def test_write_then_read_ranks(tmp_path):
+def test_write_then_read_ranks(tmp_path, no_tiktoken_cache):
     ranks = {bytes([b]): b for b in range(256)} | {b"he": 256, b"hel": 257}
     write_ranks(ranks, tmp_path / "r.tiktoken")
     assert read_ranks(tmp_path / "r.tiktoken") == ranks

@@ -95,7 +95,7 @@ def test_same_input_same_ranks_in_any_order():
     assert first.merges == again.merges == reordered.merges
 
 
-def test_tiktoken_loads_trained_ranks(tmp_path):
+def test_tiktoken_loads_trained_ranks(tmp_path, no_tiktoken_cache):
     corpus = tmp_path / "corpus.txt"
     from pydoc_data.topics import topics
 
