@@ -232,6 +232,10 @@ class Eval(abc.ABC):
         examples finish; ``on_example`` receives each graded example as soon
         as it exists (the runner streams them to disk)."""
 
+    def prepare(self, sampler: SamplerBase) -> None:
+        """Load data now (before any sampling) so that bad input fails fast."""
+        return None
+
     def total(self) -> int:
         """How many examples :meth:`run` will grade (for a progress bar)."""
         return 0

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for p in (ROOT, Path(__file__).resolve().parent):  # the repo, and evals_fakes.py
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
 
 if importlib.util.find_spec("mind4_evals") is None:  # pragma: no cover - depends on install
     spec = importlib.util.spec_from_file_location(

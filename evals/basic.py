@@ -1,0 +1,268 @@
+"""``basic``: perplexity and bits per byte on a text, plus a smoke conversation.
+
+The text is cut into windows of ``window`` tokens; each window is scored with
+one full forward pass (``Model.logits``) after a start token
+(``<|startoftext|>``, else ``<|endoftext|>``), so *every* token of the text is
+predicted exactly once and bits per byte cover every byte:
+
+    bits/byte = Σ −log₂ p(token) / Σ bytes(token)      perplexity = exp(Σ nll / Σ tokens)
+
+Texts: a file path, or a named corpus split ``NAME:SPLIT`` (see
+:data:`CORPORA`). The smoke conversation asks one question through the
+sampler and checks that a reply comes back.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import stats
+from .datasets import load_text, shipped_path
+from .errors import DatasetError
+from .types import Eval, EvalResult, ExampleResult, SamplerBase
+
+#: the fraction of a corpus held out as its ``valid`` split (taken from its end)
+VALID_FRACTION = 0.05
+SMOKE_MESSAGES = ({"role": "user", "content": "What is 2 + 3?"},)
+#: bytes of logits one forward pass may allocate (sets the batch of windows)
+LOGITS_BUDGET = 256 * 2**20
+
+
+def _split(text: str, split: str, name: str) -> str:
+    """``train``: all but the last :data:`VALID_FRACTION`; ``valid``: the rest
+    (cut at a line boundary so no line is shared)."""
+    cut = int(len(text) * (1 - VALID_FRACTION))
+    nl = text.find("\n", cut)
+    cut = len(text) if nl < 0 else nl + 1
+    if split == "train":
+        return text[:cut]
+    if split == "valid":
+        return text[cut:]
+    raise DatasetError(f"corpus {name!r} has splits 'train' and 'valid', not {split!r}")
+
+
+def _synthetic(split: str) -> str:
+    if split == "valid":
+        return load_text(shipped_path("text"))
+    if split == "train":
+        from .synthetic import training_text
+
+        return training_text(4000)
+    raise DatasetError(f"corpus 'synthetic' has splits 'train' and 'valid', not {split!r}")
+
+
+def _default(split: str) -> str:
+    from mind4_tokenizer.corpus import default_corpus_text
+
+    return _split(default_corpus_text(), split, "default")
+
+
+#: named corpora: ``synthetic`` (the shipped statements; ``train`` is fresh
+#: statements of the same families, none in the eval sets) and ``default`` (the
+#: training corpus of :mod:`mind4_tokenizer.corpus`, last 5% held out as ``valid``)
+CORPORA: dict[str, Callable[[str], str]] = {"synthetic": _synthetic, "default": _default}
+DEFAULT_TEXT = "synthetic:valid"
+
+
+def resolve_text(spec: str | None) -> tuple[str, str]:
+    """``(description, text)`` for a file path or a ``NAME:SPLIT`` corpus."""
+    spec = spec or DEFAULT_TEXT
+    name, sep, split = spec.partition(":")
+    if sep and name in CORPORA and not Path(spec).exists():
+        text = CORPORA[name](split)
+        if not text.strip():
+            raise DatasetError(f"corpus split {spec!r} is empty")
+        return spec, text
+    if sep and not Path(spec).exists() and "/" not in spec:
+        raise DatasetError(
+            f"unknown corpus {name!r} in {spec!r}; named corpora: "
+            f"{', '.join(f'{n}:train, {n}:valid' for n in CORPORA)}; or give a text file path"
+        )
+    return str(spec), load_text(spec)
+
+
+class BasicEval(Eval):
+    """Bits per byte (headline, lower is better) and perplexity of ``text``."""
+
+    name = "basic"
+
+    def __init__(
+        self, text: str | None = None, *, limit: int | None = None, seed: int = 0, window: int = 256
+    ):
+        self.text_spec = text
+        self.limit = limit
+        self.seed = seed
+        self.window = int(window)
+        if self.window < 2:
+            raise DatasetError(f"basic: window must be at least 2 tokens, got {self.window}")
+        self._text: tuple[str, str] | None = None
+        self._prepared: tuple[int, list[list[int]]] | None = None
+
+    @property
+    def text(self) -> tuple[str, str]:
+        if self._text is None:
+            self._text = resolve_text(self.text_spec)
+        return self._text
+
+    @staticmethod
+    def _scorer(sampler: SamplerBase) -> Any | None:
+        model = getattr(sampler, "model", None)
+        return model if model is not None and hasattr(model, "logits") else None
+
+    def _windows(self, model: Any) -> tuple[int, list[list[int]]]:
+        tok = model.tokenizer
+        specials = tok.special_tokens
+        bos = specials.get("<|startoftext|>", specials.get("<|endoftext|>"))
+        if bos is None:
+            raise DatasetError("basic: the tokenizer has neither <|startoftext|> nor <|endoftext|>")
+        ctx = int(getattr(model.model_config, "max_context_length", self.window))
+        length = min(self.window, ctx) - 1  # text tokens per window (after the start token)
+        ids = tok.encode(self.text[1])
+        windows = [ids[i : i + length] for i in range(0, len(ids), length)]
+        if self.limit:
+            windows = windows[: self.limit]
+        if not windows:
+            raise DatasetError(f"basic: the text {self.text[0]} has no tokens to score")
+        return int(bos), windows
+
+    def prepare(self, sampler: SamplerBase) -> None:
+        """Read and tokenize the text now, so errors surface before any work."""
+        model = self._scorer(sampler)
+        self._prepared = self._windows(model) if model is not None else (0, [])
+
+    def total(self) -> int:
+        return 1 + len(self._prepared[1]) if self._prepared is not None else 1
+
+    def run(
+        self,
+        sampler: SamplerBase,
+        *,
+        progress: Callable[[int], None] | None = None,
+        on_example: Callable[[ExampleResult], None] | None = None,
+    ) -> EvalResult:
+        t0 = time.perf_counter()
+        examples: list[ExampleResult] = []
+        model = self._scorer(sampler)
+        metrics: dict[str, float] = {}
+        summary = None
+        if model is not None:
+            if self._prepared is None:
+                self.prepare(sampler)
+            bos, windows = self._prepared
+            vocab = int(model.model_config.vocab_size)
+            batch = max(1, LOGITS_BUDGET // (4 * vocab * (len(windows[0]) + 1)))
+            tok = model.tokenizer
+            for start in range(0, len(windows), batch):
+                group = windows[start : start + batch]
+                width = 1 + max(len(w) for w in group)
+                tokens = np.full((len(group), width), bos, dtype=np.int64)  # (B, T) end-padded
+                for row, w in enumerate(group):
+                    tokens[row, 1 : 1 + len(w)] = w
+                try:
+                    logits = np.asarray(model.logits(tokens))  # (B, T, V) float32
+                except Exception as exc:  # noqa: BLE001 - record the failed windows, go on
+                    for row, w in enumerate(group):
+                        examples.append(self._failed_window(start + row, w, tok, exc))
+                    if progress:
+                        progress(len(group))
+                    continue
+                for row, w in enumerate(group):
+                    n = len(w)
+                    x = logits[row, :n].astype(np.float64)  # predictions of w, (n, V)
+                    nll = float(np.sum(_logsumexp(x) - x[np.arange(n), w]))
+                    nbytes = sum(len(tok.decode_bytes([t])) for t in w)
+                    ex = ExampleResult(
+                        eval=self.name,
+                        index=start + row,
+                        id=f"window-{start + row}",
+                        score=nll / math.log(2) / max(nbytes, 1),
+                        metrics={"nll": nll, "tokens": n, "bytes": nbytes},
+                        meta={"kind": "window", "preview": tok.decode(w[:48])},
+                    )
+                    examples.append(ex)
+                    if on_example:
+                        on_example(ex)
+                if progress:
+                    progress(len(group))
+            ok = [e for e in examples if not e.failed]
+            nll = [e.metrics["nll"] for e in ok]
+            nbytes = [e.metrics["bytes"] for e in ok]
+            ntok = [e.metrics["tokens"] for e in ok]
+            summary = stats.ratio_summary(nll, nbytes, scale=1 / math.log(2), seed=self.seed)
+            if ok:
+                metrics.update(
+                    perplexity=math.exp(sum(nll) / sum(ntok)),
+                    bits_per_token=sum(nll) / math.log(2) / sum(ntok),
+                    tokens=float(sum(ntok)),
+                    bytes=float(sum(nbytes)),
+                )
+        smoke = self._smoke(sampler, len(examples))
+        examples.append(smoke)
+        if on_example:
+            on_example(smoke)
+        if progress:
+            progress(1)
+        metrics["smoke_ok"] = float(not smoke.failed and bool((smoke.response or "").strip()))
+        elapsed = time.perf_counter() - t0
+        return EvalResult(
+            eval=self.name,
+            metric="bits_per_byte",
+            higher_is_better=False,
+            score=summary.mean if summary else None,
+            stderr=summary.stderr if summary else None,
+            ci=summary.ci if summary else None,
+            n=len(examples) - 1,
+            n_failed=sum(e.failed for e in examples),
+            metrics=metrics,
+            config={
+                "text": self.text[0],
+                "window": self.window,
+                "limit": self.limit,
+                "seed": self.seed,
+                "perplexity": "measured" if model is not None else "skipped: sampler has no model",
+            },
+            examples=tuple(examples),
+            timing={"seconds": elapsed},
+        )
+
+    def _failed_window(self, index: int, w: list[int], tok: Any, exc: Exception) -> ExampleResult:
+        return ExampleResult(
+            eval=self.name,
+            index=index,
+            id=f"window-{index}",
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            metrics={"tokens": len(w)},
+            meta={"kind": "window", "preview": tok.decode(w[:48])},
+        )
+
+    def _smoke(self, sampler: SamplerBase, index: int) -> ExampleResult:
+        common = {"eval": self.name, "index": index, "id": "smoke", "messages": SMOKE_MESSAGES}
+        try:
+            out = sampler(list(SMOKE_MESSAGES))
+        except Exception as exc:  # noqa: BLE001 - the eval goes on
+            return ExampleResult(
+                status="failed",
+                error=f"{type(exc).__name__}: {exc}",
+                meta={"kind": "smoke"},
+                **common,
+            )
+        return ExampleResult(
+            response=out.text,
+            prompt_tokens=out.prompt_tokens,
+            completion_tokens=out.completion_tokens,
+            meta={"kind": "smoke", **({"raw": out.raw} if out.raw and out.raw != out.text else {})},
+            **common,
+        )
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """``log Σ exp`` over the last axis, stable: ``(..., V)`` -> ``(...)``."""
+    m = x.max(axis=-1, keepdims=True)
+    return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]

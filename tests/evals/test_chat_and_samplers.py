@@ -1,0 +1,280 @@
+"""The harmony adapter, the engine sampler over a fake Model, and the HTTP sampler
+against a fake OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from evals_fakes import ByteTokenizer, FakeModel
+from mind4_evals.chat import parse_completion, render_prompt, stop_tokens
+from mind4_evals.errors import SamplerError
+from mind4_evals.samplers import ChatCompletionsSampler, EngineSampler
+
+from mind4_core.errors import Mind4Error, TokenizerError
+
+TOK = ByteTokenizer()
+S = TOK.special
+
+
+# -- harmony adapter ------------------------------------------------------------------------
+
+
+def test_render_prompt_layout():
+    ids = render_prompt(
+        TOK,
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "assistant", "channel": "analysis", "content": "hm"},
+            {"role": "user", "content": "2+2?"},
+        ],
+    )
+    expected = (
+        [S("<|start|>"), *b"system", S("<|message|>"), *b"Be brief.", S("<|end|>")]
+        + [S("<|start|>"), *b"assistant", S("<|channel|>"), *b"analysis", S("<|message|>")]
+        + [*b"hm", S("<|end|>")]
+        + [S("<|start|>"), *b"user", S("<|message|>"), *b"2+2?", S("<|end|>")]
+        + [S("<|start|>"), *b"assistant"]
+    )
+    assert ids == expected
+
+
+def test_user_text_that_looks_special_stays_text():
+    ids = render_prompt(TOK, [{"role": "user", "content": "<|start|>x<|end|>"}])
+    body = ids[ids.index(S("<|message|>")) + 1 : ids.index(S("<|end|>"))]
+    assert body == list(b"<|start|>x<|end|>")
+
+
+def test_render_rejects_unknown_role_and_missing_specials():
+    with pytest.raises(TokenizerError, match="role 'robot'"):
+        render_prompt(TOK, [{"role": "robot", "content": "hi"}])
+
+    class Plain(ByteTokenizer):
+        def __init__(self):
+            super().__init__()
+            self.special_tokens = {}
+
+    with pytest.raises(TokenizerError, match=r"no special token <\|start\|>"):
+        render_prompt(Plain(), [{"role": "user", "content": "hi"}])
+
+
+def test_stop_tokens_are_return_call_endoftext():
+    assert stop_tokens(TOK) == [S("<|return|>"), S("<|call|>"), S("<|endoftext|>")]
+
+
+def test_parse_final_channel_after_analysis():
+    toks = (
+        [S("<|channel|>"), *b"analysis", S("<|message|>"), *b"think", S("<|end|>")]
+        + [S("<|start|>"), *b"assistant", S("<|channel|>"), *b"final", S("<|message|>")]
+        + [*b" Answer: B ", S("<|return|>"), *b"ignored"]
+    )
+    p = parse_completion(TOK, toks)
+    assert p.text == "Answer: B"
+    assert p.messages == (("analysis", "think"), ("final", " Answer: B "))
+    assert "<|channel|>analysis" in p.raw and "ignored" not in p.raw
+
+
+def test_parse_plain_text_and_truncated_message():
+    assert parse_completion(TOK, list(b"just text")).text == "just text"
+    # cut off by max_new_tokens inside a message: the text so far is the reply
+    toks = [S("<|channel|>"), *b"final", S("<|message|>"), *b"\\boxed{4"]
+    assert parse_completion(TOK, toks).text == "\\boxed{4"
+    assert parse_completion(TOK, []).text == ""
+
+
+# -- engine sampler -------------------------------------------------------------------------
+
+
+def _conv(q: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": q}]
+
+
+def test_engine_sampler_batches_and_parses():
+    model = FakeModel(error_rate=0.0)
+    sampler = EngineSampler(model, batch_size=8, max_new_tokens=64)
+    out = sampler.sample_batch([_conv("What is 2 + 3?"), _conv("What is 7 * 6?")])
+    assert [o.text for o in out] == ["\\boxed{5}", "\\boxed{42}"]
+    assert model.calls == [("generate_batch", 2)]
+    prompt = render_prompt(model.tokenizer, _conv("What is 2 + 3?"))
+    assert out[0].prompt_tokens == len(prompt)
+    assert out[0].completion_tokens == len(b"final") + len(b"\\boxed{5}") + 3
+    assert out[0].raw.startswith("<|channel|>final<|message|>")
+    assert sampler(_conv("What is 1 + 1?")).text == "\\boxed{2}"
+    assert model.calls[-1] == ("generate", 1)
+
+
+def test_engine_sampler_isolates_a_failing_example():
+    model = FakeModel(error_rate=0.0, fail_on="What is 6 + 6?")
+    sampler = EngineSampler(model, batch_size=8)
+    out = sampler.sample_batch([_conv("What is 1 + 1?"), _conv("What is 6 + 6?"), [{"role": "x"}]])
+    assert out[0].text == "\\boxed{2}"
+    assert isinstance(out[1], RuntimeError) and "exploded" in str(out[1])
+    assert isinstance(out[2], TokenizerError)
+
+
+def test_engine_sampler_clamps_to_the_context():
+    model = FakeModel(context=60)
+    sampler = EngineSampler(model, max_new_tokens=1000)
+    out = sampler(_conv("What is 1 + 1?"))  # prompt 27 tokens -> 33 left for the answer
+    assert out.prompt_tokens + out.completion_tokens <= 60
+    with pytest.raises(SamplerError, match="no room"):
+        sampler(_conv("x" * 100))
+
+
+def test_engine_sampler_logprobs_match_a_float64_reference():
+    model = FakeModel()
+    sampler = EngineSampler(model, logprobs=True)
+    out = sampler(_conv("What is 3 + 4?"))
+    prompt = render_prompt(model.tokenizer, _conv("What is 3 + 4?"))
+    completion = model._complete(prompt, 64)
+    seq = prompt + completion
+    ref = []
+    for t in range(len(prompt), len(seq)):
+        z = model.table[seq[t - 1]].astype(np.float64)
+        ref.append(z[seq[t]] - np.log(np.exp(z).sum()))
+    assert out.logprobs is not None and len(out.logprobs) == len(completion)
+    np.testing.assert_allclose(out.logprobs, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_engine_sampler_describe_is_json():
+    d = EngineSampler(FakeModel(), seed=3).describe()
+    assert json.loads(json.dumps(d))["sampling"]["seed"] == 3
+    assert d["backend"] == "fake"
+
+
+# -- HTTP sampler ---------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _FakeServer
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append((self.path, dict(self.headers), body))
+        user = body["messages"][-1]["content"]
+        mode = self.server.mode
+        if mode == "flaky" and self.server.failures_left > 0:
+            self.server.failures_left -= 1
+            return self._send(503, b'{"error": "busy"}')
+        if mode == "bad_request" or "please 400" in user:
+            return self._send(400, b'{"error": {"message": "max_tokens too large"}}')
+        if mode == "not_json":
+            return self._send(200, b"<html>proxy error</html>")
+        if mode == "no_choices":
+            return self._send(200, b'{"object": "chat.completion"}')
+        reply = {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"echo: {user}"},
+                    "logprobs": {"content": [{"token": "e", "logprob": -0.5}]},
+                }
+            ],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        }
+        self._send(200, json.dumps(reply).encode())
+
+    def _send(self, code: int, payload: bytes):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class _FakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.requests: list = []
+        self.mode = "ok"
+        self.failures_left = 0
+
+
+@pytest.fixture
+def server():
+    srv = _FakeServer()
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _url(srv) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}/v1"
+
+
+def test_http_sampler_round_trip(server):
+    s = ChatCompletionsSampler(_url(server), "m1", api_key="k", max_tokens=9, seed=5, logprobs=True)
+    out = s([{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}])
+    assert out.text == "echo: hi"
+    assert (out.prompt_tokens, out.completion_tokens) == (11, 7)
+    assert out.logprobs == (-0.5,)
+    path, headers, body = server.requests[0]
+    assert path == "/v1/chat/completions"
+    assert headers["Authorization"] == "Bearer k"
+    assert body == {
+        "model": "m1",
+        "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
+        "max_tokens": 9,
+        "temperature": 0.0,
+        "seed": 5,
+        "logprobs": True,
+    }
+
+
+def test_http_sampler_concurrent_batch_keeps_order_and_isolates_errors(server):
+    s = ChatCompletionsSampler(_url(server), "m", concurrency=4, retries=0)
+    batch = [[{"role": "user", "content": f"q{i}" if i != 3 else "please 400"}] for i in range(8)]
+    out = s.sample_batch(batch)
+    assert [o.text for i, o in enumerate(out) if i != 3] == [
+        f"echo: q{i}" for i in range(8) if i != 3
+    ]
+    assert isinstance(out[3], SamplerError) and "HTTP 400" in str(out[3])
+    assert "max_tokens too large" in str(out[3])
+
+
+def test_http_sampler_retries_transient_errors(server):
+    server.mode, server.failures_left = "flaky", 2
+    s = ChatCompletionsSampler(_url(server), "m", retries=3, backoff=0.01)
+    assert s([{"role": "user", "content": "x"}]).text == "echo: x"
+    assert len(server.requests) == 3
+    server.failures_left = 5
+    with pytest.raises(SamplerError, match="HTTP 503.*gave up after 2 attempts"):
+        ChatCompletionsSampler(_url(server), "m", retries=1, backoff=0.01)(
+            [{"role": "user", "content": "x"}]
+        )
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("bad_request", "HTTP 400"),
+        ("not_json", "did not answer JSON"),
+        ("no_choices", "without choices"),
+    ],
+)
+def test_http_sampler_bad_replies(server, mode, message):
+    server.mode = mode
+    with pytest.raises(SamplerError, match=message):
+        ChatCompletionsSampler(_url(server), "m", retries=0)([{"role": "user", "content": "x"}])
+    assert issubclass(SamplerError, Mind4Error)
+
+
+def test_http_sampler_unreachable():
+    srv = _FakeServer()  # bound, never serving, then closed: nothing listens on the port
+    port = srv.server_address[1]
+    srv.server_close()
+    s = ChatCompletionsSampler(f"http://127.0.0.1:{port}", "m", retries=1, backoff=0.01, timeout=2)
+    with pytest.raises(SamplerError, match="cannot reach"):
+        s([{"role": "user", "content": "x"}])
