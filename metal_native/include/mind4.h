@@ -95,11 +95,17 @@ typedef struct mind4_model_options {
      * and of non-MXFP4 expert weights: AUTO keeps the file's (float16 is
      * widened to float32), F32 or BF16 converts at load. */
     mind4_dtype weight_dtype;
+    /* nonzero: scan every weight at load and fail with MIND4_CORRUPT_FILE,
+     * naming the tensor, if one holds NaN or infinity (or an MXFP4 scale of
+     * 0xFF, NaN in E8M0). Zero skips the scan: a NaN weight then yields NaN
+     * logits, which mind4_sampler_sample / mind4_context_sample reject with
+     * MIND4_INVALID_ARGUMENT. Default: 1. */
+    uint32_t check_finite;
 } mind4_model_options;
 
 typedef struct mind4_model mind4_model;
 
-/* Fill *options with defaults (all threads, file dtypes). */
+/* Fill *options with defaults (all threads, file dtypes, check_finite on). */
 mind4_status mind4_model_options_init(mind4_model_options* options);
 
 /* Load a checkpoint directory: config.json + one or more *.safetensors files in

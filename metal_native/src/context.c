@@ -1,0 +1,383 @@
+/* context.c - mind4_context: token sequence, KV cache and the forward pass. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "engine.h"
+
+#define MAX_CHUNK 512
+
+static void context_free(mind4_context* ctx) {
+    if (!ctx) return;
+    void* bufs[] = {ctx->tokens,       ctx->logits,        ctx->x,           ctx->xn,          ctx->qkv,
+                    ctx->attn,         ctx->tmp,           ctx->gate_logits, ctx->gate_weights, ctx->gate_indices,
+                    ctx->pair_order,   ctx->expert_counts, ctx->moe_x,       ctx->moe_h,       ctx->moe_a,
+                    ctx->moe_y,        ctx->rope_cos,      ctx->rope_sin,    ctx->scratch,     ctx->jobs};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) m4_free(bufs[i]);
+    free(ctx->k_cache); /* calloc: pages are touched only when used */
+    free(ctx->v_cache);
+    mind4_model_release(ctx->model);
+    free(ctx);
+}
+
+static float* floats(size_t a, size_t b, bool* ok) {
+    size_t n;
+    if (!m4_mul_size(a, b, &n)) {
+        *ok = false;
+        return NULL;
+    }
+    float* p = (float*)m4_alloc(n * sizeof(float) + 64);
+    if (!p) *ok = false;
+    return p;
+}
+
+mind4_status mind4_context_create(mind4_model* model, size_t max_tokens, mind4_context** context_out) {
+    m4_clear_error();
+    if (!model || !context_out) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_create: NULL argument");
+    const mind4_model_config* c = &model->config;
+    if (max_tokens == 0) max_tokens = c->max_context_length;
+    if (max_tokens > c->max_context_length) {
+        return m4_fail(MIND4_CONTEXT_OVERFLOW, "a context of %zu tokens exceeds the model's max_context_length (%u)",
+                       max_tokens, c->max_context_length);
+    }
+    mind4_context* ctx = (mind4_context*)calloc(1, sizeof *ctx);
+    if (!ctx) return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory creating a context");
+    mind4_model_retain(model);
+    ctx->model = model;
+    ctx->max_tokens = max_tokens;
+    size_t H = c->hidden_size, D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
+    size_t E = c->num_experts, k = c->experts_per_token, I = c->intermediate_size, L = c->num_hidden_layers;
+    size_t QKV = (nq + 2 * nkv) * D, C = M4_MIN((size_t)MAX_CHUNK, max_tokens);
+    ctx->chunk = C;
+    bool ok = true;
+    size_t kv;
+    if (!m4_mul_size(L, max_tokens, &kv) || !m4_mul_size(kv, nkv * D, &kv) || kv > SIZE_MAX / sizeof(float)) ok = false;
+    if (ok) {
+        ctx->k_cache = (float*)calloc(kv, sizeof(float));
+        ctx->v_cache = (float*)calloc(kv, sizeof(float));
+        ok = ctx->k_cache && ctx->v_cache;
+    }
+    ctx->tokens = (uint32_t*)m4_alloc(max_tokens * sizeof(uint32_t));
+    ok = ok && ctx->tokens;
+    ctx->logits = floats(c->vocab_size, 1, &ok);
+    ctx->x = floats(C, H, &ok);
+    ctx->xn = floats(C, H, &ok);
+    ctx->tmp = floats(C, H, &ok);
+    ctx->qkv = floats(C, QKV, &ok);
+    ctx->attn = floats(C, nq * D, &ok);
+    ctx->gate_logits = floats(C, E, &ok);
+    ctx->gate_weights = floats(C, k, &ok);
+    ctx->gate_indices = (uint32_t*)floats(C, k, &ok);
+    ctx->pair_order = (uint32_t*)floats(C, k, &ok);
+    ctx->expert_counts = (uint32_t*)floats(E + 1, 1, &ok);
+    ctx->moe_x = floats(C * k, H, &ok);
+    ctx->moe_h = floats(C * k, 2 * I, &ok);
+    ctx->moe_a = floats(C * k, I, &ok);
+    ctx->moe_y = floats(C * k, H, &ok);
+    ctx->rope_cos = floats(C, D / 2, &ok);
+    ctx->rope_sin = floats(C, D / 2, &ok);
+    size_t widest = M4_MAX(M4_MAX(H, I), nq * D);
+    ctx->scratch_per_thread = M4_MAX(m4_matmul_scratch_floats(widest), m4_sdpa_scratch_floats(max_tokens));
+    ctx->scratch_per_thread = (ctx->scratch_per_thread + 15) & ~(size_t)15;
+    ctx->scratch = floats(m4_pool_size(model->pool), ctx->scratch_per_thread, &ok);
+    ctx->jobs = (m4_matmul_job*)m4_alloc(E * sizeof(m4_matmul_job));
+    ok = ok && ctx->jobs;
+    if (!ok) {
+        context_free(ctx);
+        return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory creating a context of %zu tokens", max_tokens);
+    }
+    m4_ref_init(&ctx->refs);
+    *context_out = ctx;
+    return MIND4_SUCCESS;
+}
+
+/* ------------------------------------------------------------ forward */
+
+/* x[t] += w * y[row] for the MoE combine; y rows ordered by expert. */
+static void moe(mind4_context* ctx, const m4_layer* Lw, size_t T) {
+    const mind4_model* m = ctx->model;
+    const mind4_model_config* c = &m->config;
+    size_t H = c->hidden_size, E = c->num_experts, k = c->experts_per_token, I = c->intermediate_size;
+    m4_pool* pool = m->pool;
+    /* router: [T, E] logits, then top-k + softmax (tiny: run on this thread) */
+    m4_matmul(NULL, &Lw->gate, Lw->gate_bias, ctx->xn, T, ctx->gate_logits, ctx->scratch, ctx->scratch_per_thread);
+    m4_topk_softmax(ctx->gate_logits, T, E, k, ctx->gate_indices, ctx->gate_weights);
+    /* group (token, slot) pairs by expert: counting sort */
+    uint32_t* count = ctx->expert_counts;
+    memset(count, 0, (E + 1) * sizeof *count);
+    for (size_t i = 0; i < T * k; i++) count[ctx->gate_indices[i] + 1]++;
+    for (size_t e = 0; e < E; e++) count[e + 1] += count[e]; /* count[e] = first row of expert e */
+    for (size_t i = 0; i < T * k; i++) {
+        uint32_t e = ctx->gate_indices[i];
+        ctx->pair_order[count[e]++] = (uint32_t)i; /* count[e] becomes the end of expert e */
+    }
+    for (size_t row = 0; row < T * k; row++) {
+        memcpy(ctx->moe_x + row * H, ctx->xn + (ctx->pair_order[row] / k) * H, H * sizeof(float));
+    }
+    /* mlp1 for every active expert in one dispatch: [n_e, H] -> [n_e, 2I]
+     * (at most 64 jobs per dispatch: their matrix views live on the stack) */
+    m4_matrix mats[64];
+    size_t jobs = 0, begin = 0;
+    for (size_t e = 0; e < E; e++) {
+        size_t end = count[e];
+        size_t n = end - begin;
+        if (n > 0) {
+            mats[jobs % 64] = m4_matrix_rows(&Lw->mlp1, e * 2 * I, 2 * I);
+            m4_matmul_job* j = &ctx->jobs[jobs];
+            j->w = &mats[jobs % 64];
+            j->bias = Lw->mlp1_bias + e * 2 * I;
+            j->x = ctx->moe_x + begin * H;
+            j->ldx = H;
+            j->y = ctx->moe_h + begin * 2 * I;
+            j->ldy = 2 * I;
+            j->T = n;
+            jobs++;
+            if (jobs == 64) { /* flush: the views array is full */
+                m4_matmul_batch(pool, ctx->jobs, jobs, ctx->scratch, ctx->scratch_per_thread);
+                jobs = 0;
+            }
+        }
+        begin = end;
+    }
+    if (jobs) m4_matmul_batch(pool, ctx->jobs, jobs, ctx->scratch, ctx->scratch_per_thread);
+    m4_swiglu(ctx->moe_h, T * k, I, (float)c->swiglu_limit, ctx->moe_a);
+    /* mlp2: [n_e, I] -> [n_e, H] */
+    jobs = 0;
+    begin = 0;
+    for (size_t e = 0; e < E; e++) {
+        size_t end = count[e];
+        size_t n = end - begin;
+        if (n > 0) {
+            mats[jobs % 64] = m4_matrix_rows(&Lw->mlp2, e * H, H);
+            m4_matmul_job* j = &ctx->jobs[jobs];
+            j->w = &mats[jobs % 64];
+            j->bias = Lw->mlp2_bias + e * H;
+            j->x = ctx->moe_a + begin * I;
+            j->ldx = I;
+            j->y = ctx->moe_y + begin * H;
+            j->ldy = H;
+            j->T = n;
+            jobs++;
+            if (jobs == 64) {
+                m4_matmul_batch(pool, ctx->jobs, jobs, ctx->scratch, ctx->scratch_per_thread);
+                jobs = 0;
+            }
+        }
+        begin = end;
+    }
+    if (jobs) m4_matmul_batch(pool, ctx->jobs, jobs, ctx->scratch, ctx->scratch_per_thread);
+    /* combine: x[t] += sum_slot weight * y */
+    for (size_t row = 0; row < T * k; row++) {
+        uint32_t pair = ctx->pair_order[row];
+        float w = ctx->gate_weights[pair];
+        float* xt = ctx->x + (pair / k) * H;
+        const float* y = ctx->moe_y + row * H;
+        for (size_t i = 0; i < H; i++) xt[i] += w * y[i];
+    }
+}
+
+static void attention(mind4_context* ctx, const m4_layer* Lw, size_t layer, size_t p0, size_t T) {
+    const mind4_model* m = ctx->model;
+    const mind4_model_config* c = &m->config;
+    size_t H = c->hidden_size, D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
+    size_t QKV = (nq + 2 * nkv) * D, KV = nkv * D;
+    m4_matmul(m->pool, &Lw->qkv, Lw->qkv_bias, ctx->xn, T, ctx->qkv, ctx->scratch, ctx->scratch_per_thread);
+    /* RoPE on q heads and k heads (contiguous in each row: q then k) */
+    m4_rope_apply(ctx->qkv, T, QKV, nq + nkv, D, ctx->rope_cos, ctx->rope_sin);
+    float* kc = ctx->k_cache + layer * ctx->max_tokens * KV;
+    float* vc = ctx->v_cache + layer * ctx->max_tokens * KV;
+    for (size_t t = 0; t < T; t++) {
+        memcpy(kc + (p0 + t) * KV, ctx->qkv + t * QKV + nq * D, KV * sizeof(float));
+        memcpy(vc + (p0 + t) * KV, ctx->qkv + t * QKV + (nq + nkv) * D, KV * sizeof(float));
+    }
+    m4_sdpa_args a;
+    a.q = ctx->qkv;
+    a.q_stride = QKV;
+    a.k = kc;
+    a.v = vc;
+    a.sinks = Lw->sinks;
+    a.out = ctx->attn;
+    a.T = T;
+    a.offset = p0;
+    a.Hq = nq;
+    a.Hkv = nkv;
+    a.D = D;
+    a.window = Lw->window;
+    a.sm_scale = (float)(1.0 / sqrt((double)D));
+    a.scratch = ctx->scratch;
+    a.scratch_floats_per_thread = ctx->scratch_per_thread;
+    m4_sdpa(m->pool, &a);
+    m4_matmul(m->pool, &Lw->out, Lw->out_bias, ctx->attn, T, ctx->tmp, ctx->scratch, ctx->scratch_per_thread);
+    for (size_t i = 0; i < T * H; i++) ctx->x[i] += ctx->tmp[i];
+}
+
+mind4_status m4_forward(mind4_context* ctx, size_t from, size_t T, float* all_logits) {
+    const mind4_model* m = ctx->model;
+    const mind4_model_config* c = &m->config;
+    size_t H = c->hidden_size, V = c->vocab_size, D = c->head_dim;
+    float eps = (float)c->rms_norm_eps;
+    for (size_t done = 0; done < T;) {
+        size_t n = M4_MIN(ctx->chunk, T - done), p0 = from + done;
+        m4_embedding(&m->embedding, ctx->tokens + p0, n, ctx->x);
+        m4_rope_table(m->rope_inv_freq, m->rope_concentration, D / 2, p0, n, ctx->rope_cos, ctx->rope_sin);
+        for (size_t l = 0; l < c->num_hidden_layers; l++) {
+            const m4_layer* Lw = &m->layers[l];
+            m4_rmsnorm(ctx->x, Lw->attn_norm, eps, n, H, ctx->xn);
+            attention(ctx, Lw, l, p0, n);
+            m4_rmsnorm(ctx->x, Lw->mlp_norm, eps, n, H, ctx->xn);
+            moe(ctx, Lw, n);
+        }
+        bool last_chunk = done + n == T;
+        if (all_logits) {
+            m4_rmsnorm(ctx->x, m->norm, eps, n, H, ctx->xn);
+            m4_matmul(m->pool, &m->unembedding, NULL, ctx->xn, n, all_logits + done * V, ctx->scratch,
+                      ctx->scratch_per_thread);
+            if (last_chunk) memcpy(ctx->logits, all_logits + (T - 1) * V, V * sizeof(float));
+        } else if (last_chunk) {
+            m4_rmsnorm(ctx->x + (n - 1) * H, m->norm, eps, 1, H, ctx->xn);
+            m4_matmul(m->pool, &m->unembedding, NULL, ctx->xn, 1, ctx->logits, ctx->scratch, ctx->scratch_per_thread);
+        }
+        done += n;
+    }
+    return MIND4_SUCCESS;
+}
+
+/* ------------------------------------------------------------ API */
+mind4_status mind4_context_get_max_tokens(const mind4_context* ctx, size_t* out) {
+    if (!ctx || !out) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_get_max_tokens: NULL argument");
+    *out = ctx->max_tokens;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_get_num_tokens(const mind4_context* ctx, size_t* out) {
+    if (!ctx || !out) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_get_num_tokens: NULL argument");
+    *out = ctx->num_tokens;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_get_num_processed(const mind4_context* ctx, size_t* out) {
+    if (!ctx || !out) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_get_num_processed: NULL argument");
+    *out = ctx->num_processed;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_get_tokens(const mind4_context* ctx, uint32_t* tokens_out, size_t capacity,
+                                      size_t* num_tokens_out) {
+    if (!ctx || (!tokens_out && capacity)) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_get_tokens: NULL argument");
+    size_t n = M4_MIN(capacity, ctx->num_tokens);
+    if (n) memcpy(tokens_out, ctx->tokens, n * sizeof(uint32_t));
+    if (num_tokens_out) *num_tokens_out = ctx->num_tokens;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_append_tokens(mind4_context* ctx, const uint32_t* tokens, size_t num_tokens) {
+    m4_clear_error();
+    if (!ctx || (!tokens && num_tokens)) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_append_tokens: NULL argument");
+    if (num_tokens > ctx->max_tokens - ctx->num_tokens) {
+        return m4_fail(MIND4_CONTEXT_OVERFLOW,
+                       "appending %zu tokens to %zu would exceed the context's %zu tokens; start a new context or "
+                       "create it with more tokens",
+                       num_tokens, ctx->num_tokens, ctx->max_tokens);
+    }
+    uint32_t V = ctx->model->config.vocab_size;
+    for (size_t i = 0; i < num_tokens; i++) {
+        if (tokens[i] >= V) {
+            return m4_fail(MIND4_INVALID_ARGUMENT, "token %zu of the batch is id %u, outside the vocabulary (size %u)", i,
+                           tokens[i], V);
+        }
+    }
+    if (num_tokens) memcpy(ctx->tokens + ctx->num_tokens, tokens, num_tokens * sizeof(uint32_t));
+    ctx->num_tokens += num_tokens;
+    if (num_tokens) ctx->logits_valid = false;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_process_all(mind4_context* ctx, float* logits_out, size_t capacity, size_t* num_rows_out) {
+    m4_clear_error();
+    if (!ctx) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_process: context is NULL");
+    size_t pending = ctx->num_tokens - ctx->num_processed;
+    if (logits_out) {
+        size_t need;
+        if (!m4_mul_size(pending, ctx->model->config.vocab_size, &need) || capacity < need) {
+            return m4_fail(MIND4_INVALID_ARGUMENT, "logits buffer holds %zu floats; %zu new tokens need %zu x %u", capacity,
+                           pending, pending, ctx->model->config.vocab_size);
+        }
+    }
+    if (num_rows_out) *num_rows_out = 0;
+    if (pending == 0) {
+        if (ctx->num_tokens == 0) return m4_fail(MIND4_INVALID_ARGUMENT, "the context holds no tokens to process");
+        return MIND4_SUCCESS;
+    }
+    mind4_status st = m4_forward(ctx, ctx->num_processed, pending, logits_out);
+    if (st != MIND4_SUCCESS) return st;
+    ctx->num_processed = ctx->num_tokens;
+    ctx->logits_valid = true;
+    if (num_rows_out) *num_rows_out = logits_out ? pending : 0;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_process(mind4_context* ctx) { return mind4_context_process_all(ctx, NULL, 0, NULL); }
+
+mind4_status mind4_context_get_logits(const mind4_context* ctx, float* logits_out, size_t capacity) {
+    if (!ctx || !logits_out) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_get_logits: NULL argument");
+    size_t V = ctx->model->config.vocab_size;
+    if (capacity < V) return m4_fail(MIND4_INVALID_ARGUMENT, "logits buffer holds %zu floats, needs %zu", capacity, V);
+    if (!ctx->logits_valid) {
+        return m4_fail(MIND4_INVALID_ARGUMENT, "no logits: process the context's pending tokens first");
+    }
+    memcpy(logits_out, ctx->logits, V * sizeof(float));
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_truncate(mind4_context* ctx, size_t num_tokens) {
+    if (!ctx) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_truncate: context is NULL");
+    if (num_tokens > ctx->num_tokens) {
+        return m4_fail(MIND4_INVALID_ARGUMENT, "cannot truncate a context of %zu tokens to %zu", ctx->num_tokens, num_tokens);
+    }
+    if (num_tokens < ctx->num_tokens) {
+        ctx->num_tokens = num_tokens;
+        ctx->logits_valid = false;
+    }
+    if (ctx->num_processed > num_tokens) ctx->num_processed = num_tokens;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_reset(mind4_context* ctx, const uint32_t* tokens, size_t num_tokens) {
+    m4_clear_error();
+    if (!ctx || (!tokens && num_tokens)) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_reset: NULL argument");
+    if (num_tokens > ctx->max_tokens) {
+        return m4_fail(MIND4_CONTEXT_OVERFLOW, "%zu tokens exceed the context's %zu", num_tokens, ctx->max_tokens);
+    }
+    uint32_t V = ctx->model->config.vocab_size;
+    for (size_t i = 0; i < num_tokens; i++) {
+        if (tokens[i] >= V) {
+            return m4_fail(MIND4_INVALID_ARGUMENT, "token %zu is id %u, outside the vocabulary (size %u)", i, tokens[i], V);
+        }
+    }
+    size_t common = 0;
+    while (common < num_tokens && common < ctx->num_processed && ctx->tokens[common] == tokens[common]) common++;
+    if (common == num_tokens && common > 0) common--; /* reprocess the last token for its logits */
+    ctx->num_processed = common;
+    ctx->num_tokens = common;
+    ctx->logits_valid = false;
+    if (num_tokens > common) memcpy(ctx->tokens + common, tokens + common, (num_tokens - common) * sizeof(uint32_t));
+    ctx->num_tokens = num_tokens;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_sample(mind4_context* ctx, mind4_sampler* sampler, uint32_t* token_out) {
+    if (!ctx || !sampler || !token_out) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_sample: NULL argument");
+    mind4_status st = mind4_context_process(ctx);
+    if (st != MIND4_SUCCESS) return st;
+    return mind4_sampler_sample(sampler, ctx->logits, ctx->model->config.vocab_size, token_out);
+}
+
+mind4_status mind4_context_retain(mind4_context* ctx) {
+    if (!ctx) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_retain: context is NULL");
+    m4_ref_inc(&ctx->refs);
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_context_release(mind4_context* ctx) {
+    if (ctx && m4_ref_dec(&ctx->refs) == 0) context_free(ctx);
+    return MIND4_SUCCESS;
+}

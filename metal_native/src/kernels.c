@@ -1,0 +1,581 @@
+/* kernels.c - ISA dispatch, the matmul driver and every layer kernel that is
+ * not ISA-specific. See kernels.h for shapes and semantics. */
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#if defined(M4_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
+#define M4_CPU_CHECK 1
+#endif
+
+/* ------------------------------------------------------------ dispatch */
+static int g_isa = -1; /* racy first initialisation is benign: same value */
+
+static bool cpu_has_avx2(void) {
+#if defined(M4_CPU_CHECK)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(M4_HAVE_AVX2) && defined(_MSC_VER)
+    int info[4];
+    __cpuid(info, 0);
+    if (info[0] < 7) return false;
+    __cpuidex(info, 7, 0);
+    bool avx2 = (info[1] & (1 << 5)) != 0;
+    __cpuid(info, 1);
+    bool fma = (info[2] & (1 << 12)) != 0, osxsave = (info[2] & (1 << 27)) != 0;
+    return avx2 && fma && osxsave && (_xgetbv(0) & 6) == 6;
+#else
+    return false;
+#endif
+}
+
+m4_isa m4_kernels_isa(void) {
+    if (g_isa < 0) {
+        const char* env = getenv("MIND4_ISA");
+        bool generic = env && strcmp(env, "generic") == 0;
+        g_isa = (!generic && cpu_has_avx2()) ? M4_ISA_AVX2 : M4_ISA_GENERIC;
+    }
+    return (m4_isa)g_isa;
+}
+
+bool m4_kernels_force_isa(m4_isa isa) {
+    if (isa == M4_ISA_AVX2 && !cpu_has_avx2()) return false;
+    g_isa = (int)isa;
+    return true;
+}
+
+const char* m4_isa_name(m4_isa isa) { return isa == M4_ISA_AVX2 ? "avx2+fma" : "generic"; }
+
+const m4_isa_kernels* m4_kernels(void) {
+#if defined(M4_HAVE_AVX2)
+    if (m4_kernels_isa() == M4_ISA_AVX2) return &m4_avx2_kernels;
+#endif
+    return &m4_generic_kernels;
+}
+
+/* ------------------------------------------------------------ matrices */
+m4_matrix m4_matrix_rows(const m4_matrix* m, size_t r0, size_t n) {
+    m4_matrix s = *m;
+    s.rows = n;
+    switch (m->dtype) {
+        case MIND4_DTYPE_F32: s.data = (const float*)m->data + r0 * m->cols; break;
+        case MIND4_DTYPE_BF16: s.data = (const uint16_t*)m->data + r0 * m->cols; break;
+        case MIND4_DTYPE_MXFP4:
+            s.data = (const uint8_t*)m->data + r0 * (m->cols / 2);
+            s.scales = m->scales + r0 * (m->cols / 32);
+            break;
+        default: break;
+    }
+    return s;
+}
+
+size_t m4_matrix_bytes(const m4_matrix* m) {
+    switch (m->dtype) {
+        case MIND4_DTYPE_F32: return m->rows * m->cols * 4;
+        case MIND4_DTYPE_BF16: return m->rows * m->cols * 2;
+        case MIND4_DTYPE_MXFP4: return m->rows * (m->cols / 2 + m->cols / 32);
+        default: return 0;
+    }
+}
+
+/* ------------------------------------------------------------ matmul */
+#define PANEL_FLOATS 16384 /* a widened weight panel: 64 KiB of f32 */
+
+size_t m4_matmul_scratch_floats(size_t cols) {
+    size_t panel = M4_MAX((size_t)4, PANEL_FLOATS / (cols ? cols : 1)) * cols;
+    return M4_MAX(panel, cols) + 64;
+}
+
+static size_t panel_rows(size_t cols) {
+    size_t p = PANEL_FLOATS / (cols ? cols : 1);
+    p = p < 4 ? 4 : (p / 4) * 4;
+    return p;
+}
+
+/* x permuted per 32-block to (even elements, odd elements): low nibbles hold the even elements */
+static void permute_for_mxfp4(const float* x, size_t K, float* xp) {
+    for (size_t b = 0; b < K / 32; b++) {
+        for (int j = 0; j < 16; j++) {
+            xp[b * 32 + j] = x[b * 32 + 2 * j];
+            xp[b * 32 + 16 + j] = x[b * 32 + 2 * j + 1];
+        }
+    }
+}
+
+void m4_matmul_rows(const m4_matmul_job* job, size_t r0, size_t r1, float* scratch) {
+    const m4_isa_kernels* K = m4_kernels();
+    const m4_matrix* w = job->w;
+    size_t cols = w->cols, T = job->T;
+    if (r0 >= r1 || T == 0) return;
+    if (w->dtype == MIND4_DTYPE_F32) {
+        K->gemm_f32((const float*)w->data, cols, cols, job->x, job->ldx, T, job->bias, job->y, job->ldy, r0, r1);
+        return;
+    }
+    if (T < 4) { /* decode: stream the packed weights once per token */
+        for (size_t t = 0; t < T; t++) {
+            const float* x = job->x + t * job->ldx;
+            float* y = job->y + t * job->ldy;
+            if (w->dtype == MIND4_DTYPE_BF16) {
+                K->gemv_bf16((const uint16_t*)w->data, cols, x, job->bias, y, r0, r1);
+            } else {
+                permute_for_mxfp4(x, cols, scratch);
+                K->gemv_mxfp4((const uint8_t*)w->data, w->scales, cols, scratch, job->bias, y, r0, r1);
+            }
+        }
+        return;
+    }
+    /* prefill: widen a panel of rows to f32 once, reuse it for every token */
+    size_t P = panel_rows(cols);
+    for (size_t p0 = r0; p0 < r1; p0 += P) {
+        size_t n = M4_MIN(P, r1 - p0);
+        for (size_t r = 0; r < n; r++) {
+            if (w->dtype == MIND4_DTYPE_BF16) {
+                K->bf16_to_f32((const uint16_t*)w->data + (p0 + r) * cols, cols, scratch + r * cols);
+            } else {
+                K->mxfp4_row((const uint8_t*)w->data + (p0 + r) * (cols / 2), w->scales + (p0 + r) * (cols / 32),
+                             cols, scratch + r * cols);
+            }
+        }
+        K->gemm_f32(scratch, cols, cols, job->x, job->ldx, T, job->bias ? job->bias + p0 : NULL, job->y + p0,
+                    job->ldy, 0, n);
+    }
+}
+
+typedef struct matmul_task {
+    const m4_matmul_job* jobs;
+    size_t num_jobs;
+    float* scratch;
+    size_t scratch_stride;
+} matmul_task;
+
+static void matmul_worker(void* arg, size_t index, size_t count) {
+    const matmul_task* task = (const matmul_task*)arg;
+    float* scratch = task->scratch ? task->scratch + index * task->scratch_stride : NULL;
+    for (size_t j = 0; j < task->num_jobs; j++) {
+        size_t r0, r1;
+        m4_split(task->jobs[j].w->rows, 4, index, count, &r0, &r1);
+        m4_matmul_rows(&task->jobs[j], r0, r1, scratch);
+    }
+}
+
+void m4_matmul_batch(m4_pool* pool, const m4_matmul_job* jobs, size_t num_jobs, float* scratch,
+                     size_t scratch_floats_per_thread) {
+    matmul_task task = {jobs, num_jobs, scratch, scratch_floats_per_thread};
+    m4_pool_run(pool, matmul_worker, &task);
+}
+
+void m4_matmul(m4_pool* pool, const m4_matrix* w, const float* bias, const float* x, size_t T, float* y,
+               float* scratch, size_t scratch_floats_per_thread) {
+    m4_matmul_job job = {w, bias, x, w->cols, y, w->rows, T};
+    m4_matmul_batch(pool, &job, 1, scratch, scratch_floats_per_thread);
+}
+
+/* ------------------------------------------------------------- MXFP4 */
+const float m4_fp4_values[16] = {+0.0f, +0.5f, +1.0f, +1.5f, +2.0f, +3.0f, +4.0f, +6.0f,
+                                 -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+float m4_e8m0_half_scale(uint8_t scale) {
+    /* 2^(scale - 128): exponent field scale - 1 for scale >= 2; 2^-127 and
+     * 2^-128 are subnormal (mantissa bits 22 and 21) */
+    uint32_t bits = scale >= 2 ? (uint32_t)(scale - 1) << 23 : (scale == 1 ? 0x00400000u : 0x00200000u);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+void m4_mxfp4_decode(const uint8_t* blocks, const uint8_t* scales, size_t rows, size_t cols, float* out) {
+    const m4_isa_kernels* K = m4_kernels();
+    for (size_t r = 0; r < rows; r++) K->mxfp4_row(blocks + r * (cols / 2), scales + r * (cols / 32), cols, out + r * cols);
+}
+
+void m4_mxfp4_encode(const float* x, size_t rows, size_t cols, uint8_t* blocks, uint8_t* scales) {
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t b = 0; b < cols / 32; b++) {
+            const float* g = x + r * cols + b * 32;
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(g[j]));
+            int e = -127;
+            if (amax > 0.0f) {
+                /* smallest e with amax / 2^e <= 6 (numpy: ceil(log2(amax / 6))) */
+                double ratio = (double)fmaxf(amax, 1e-38f) / 6.0;
+                e = (int)ceil(log2(ratio));
+                if (e < -127) e = -127;
+                if (e > 127) e = 127;
+            }
+            float inv = (float)ldexp(1.0, -e); /* exact power of two */
+            float divisor = (float)ldexp(1.0, e);
+            uint8_t codes[32];
+            for (int j = 0; j < 32; j++) {
+                float scaled = e == -127 ? g[j] / divisor : g[j] * inv;
+                float mag = fabsf(scaled);
+                int best = 0;
+                float best_d = fabsf(mag - m4_fp4_values[0]);
+                for (int c = 1; c < 8; c++) {
+                    float d = fabsf(mag - m4_fp4_values[c]);
+                    if (d < best_d) { /* first minimum wins, as numpy argmin */
+                        best_d = d;
+                        best = c;
+                    }
+                }
+                uint8_t code = (uint8_t)best;
+                if (best != 0 && scaled < 0.0f) code |= 8;
+                codes[j] = code;
+            }
+            for (int j = 0; j < 16; j++) blocks[(r * (cols / 32) + b) * 16 + j] = (uint8_t)(codes[2 * j] | (codes[2 * j + 1] << 4));
+            scales[r * (cols / 32) + b] = (uint8_t)(e + 127);
+        }
+    }
+}
+
+/* ------------------------------------------------------------- dtype */
+void m4_bf16_to_f32_array(const uint16_t* src, size_t n, float* dst) { m4_kernels()->bf16_to_f32(src, n, dst); }
+
+void m4_f32_to_bf16_array(const float* src, size_t n, uint16_t* dst) {
+    for (size_t i = 0; i < n; i++) dst[i] = m4_f32_to_bf16(src[i]);
+}
+
+void m4_f16_to_f32_array(const uint16_t* src, size_t n, float* dst) {
+    for (size_t i = 0; i < n; i++) dst[i] = m4_f16_to_f32(src[i]);
+}
+
+/* ------------------------------------------------------------- layers */
+void m4_embedding(const m4_matrix* table, const uint32_t* tokens, size_t T, float* out) {
+    size_t H = table->cols;
+    for (size_t t = 0; t < T; t++) {
+        if (table->dtype == MIND4_DTYPE_BF16) {
+            m4_bf16_to_f32_array((const uint16_t*)table->data + (size_t)tokens[t] * H, H, out + t * H);
+        } else {
+            memcpy(out + t * H, (const float*)table->data + (size_t)tokens[t] * H, H * sizeof(float));
+        }
+    }
+}
+
+void m4_rmsnorm(const float* x, const float* scale, float eps, size_t T, size_t H, float* y) {
+    for (size_t t = 0; t < T; t++) {
+        const float* xt = x + t * H;
+        float* yt = y + t * H;
+        double acc[8] = {0};
+        size_t i = 0;
+        for (; i + 8 <= H; i += 8) {
+            for (int j = 0; j < 8; j++) acc[j] += (double)xt[i + j] * xt[i + j];
+        }
+        double ss = 0.0;
+        for (; i < H; i++) ss += (double)xt[i] * xt[i];
+        for (int j = 0; j < 8; j++) ss += acc[j];
+        float r = (float)(1.0 / sqrt(ss / (double)H + (double)eps));
+        for (i = 0; i < H; i++) yt[i] = xt[i] * r * scale[i];
+    }
+}
+
+void m4_rope_init(size_t head_dim, double theta, double f, double ntk_alpha, double ntk_beta, double L0,
+                  double* inv_freq, double* concentration) {
+    size_t half = head_dim / 2;
+    const double pi = 3.14159265358979323846;
+    double low = 0.0, high = 0.0;
+    if (f > 1.0) {
+        low = (double)half * log(L0 / (ntk_beta * 2.0 * pi)) / log(theta);
+        high = (double)half * log(L0 / (ntk_alpha * 2.0 * pi)) / log(theta);
+        if (low < 0.0) low = 0.0;
+        if (high > (double)head_dim - 1.0) high = (double)head_dim - 1.0;
+    }
+    for (size_t i = 0; i < half; i++) {
+        double freq = pow(theta, (double)(2 * i) / (double)head_dim);
+        if (f > 1.0) {
+            double denom = high - low;
+            double ramp = denom != 0.0 ? ((double)i - low) / denom : ((double)i > low ? 1.0 : 0.0);
+            if (ramp < 0.0) ramp = 0.0;
+            if (ramp > 1.0) ramp = 1.0;
+            inv_freq[i] = (1.0 / (f * freq)) * ramp + (1.0 / freq) * (1.0 - ramp);
+        } else {
+            inv_freq[i] = 1.0 / freq;
+        }
+    }
+    *concentration = f > 1.0 ? 0.1 * log(f) + 1.0 : 1.0;
+}
+
+void m4_rope_table(const double* inv_freq, double concentration, size_t half, size_t position0, size_t T,
+                   float* cos_out, float* sin_out) {
+    for (size_t t = 0; t < T; t++) {
+        double pos = (double)(position0 + t);
+        for (size_t i = 0; i < half; i++) {
+            double a = pos * inv_freq[i];
+            cos_out[t * half + i] = (float)(cos(a) * concentration);
+            sin_out[t * half + i] = (float)(sin(a) * concentration);
+        }
+    }
+}
+
+void m4_rope_apply(float* x, size_t T, size_t row_stride, size_t num_heads, size_t head_dim, const float* cos_table,
+                   const float* sin_table) {
+    size_t half = head_dim / 2;
+    for (size_t t = 0; t < T; t++) {
+        const float* c = cos_table + t * half;
+        const float* s = sin_table + t * half;
+        for (size_t h = 0; h < num_heads; h++) {
+            float* a = x + t * row_stride + h * head_dim;
+            float* b = a + half;
+            for (size_t i = 0; i < half; i++) {
+                float x1 = a[i], x2 = b[i];
+                a[i] = x1 * c[i] - x2 * s[i];
+                b[i] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+size_t m4_sdpa_scratch_floats(size_t max_keys) { return max_keys + 64; }
+
+typedef struct sdpa_task {
+    const m4_sdpa_args* a;
+    m4_dynamic work;
+} sdpa_task;
+
+static void sdpa_one(const m4_sdpa_args* a, size_t t, size_t h, float* scores) {
+    const m4_isa_kernels* K = m4_kernels();
+    size_t D = a->D, group = a->Hq / a->Hkv, g = h / group;
+    size_t p = a->offset + t;
+    size_t start = (a->window > 0 && p + 1 > a->window) ? p + 1 - a->window : 0;
+    size_t n = p + 1 - start;
+    const float* q = a->q + t * a->q_stride + h * D;
+    const float* k = a->k + (start * a->Hkv + g) * D;
+    const float* v = a->v + (start * a->Hkv + g) * D;
+    size_t kv_stride = a->Hkv * D;
+    float sink = a->sinks[h];
+    float m = sink;
+    for (size_t j = 0; j < n; j++) {
+        float s = K->dot(q, k + j * kv_stride, D) * a->sm_scale;
+        scores[j] = s;
+        if (s > m) m = s;
+    }
+    float denom = expf(sink - m);
+    for (size_t j = 0; j < n; j++) {
+        float e = expf(scores[j] - m);
+        scores[j] = e;
+        denom += e;
+    }
+    float* out = a->out + (t * a->Hq + h) * D;
+    memset(out, 0, D * sizeof(float));
+    for (size_t j = 0; j < n; j++) K->axpy(scores[j], v + j * kv_stride, out, D);
+    float inv = 1.0f / denom;
+    for (size_t d = 0; d < D; d++) out[d] *= inv;
+}
+
+static void sdpa_worker(void* arg, size_t index, size_t count) {
+    (void)count;
+    sdpa_task* task = (sdpa_task*)arg;
+    const m4_sdpa_args* a = task->a;
+    float* scores = a->scratch + index * a->scratch_floats_per_thread;
+    size_t b, e;
+    while (m4_dynamic_next(&task->work, &b, &e)) {
+        for (size_t i = b; i < e; i++) sdpa_one(a, i / a->Hq, i % a->Hq, scores);
+    }
+}
+
+void m4_sdpa(m4_pool* pool, const m4_sdpa_args* args) {
+    sdpa_task task;
+    task.a = args;
+    size_t pairs = args->T * args->Hq;
+    size_t threads = m4_pool_size(pool);
+    size_t chunk = pairs / (threads * 8);
+    m4_dynamic_init(&task.work, pairs, chunk ? chunk : 1);
+    m4_pool_run(pool, sdpa_worker, &task);
+}
+
+void m4_topk_softmax(const float* logits, size_t T, size_t E, size_t k, uint32_t* indices, float* weights) {
+    for (size_t t = 0; t < T; t++) {
+        const float* l = logits + t * E;
+        uint32_t* idx = indices + t * k;
+        float* w = weights + t * k;
+        size_t n = 0; /* sorted descending; a later equal value goes after (lower index first) */
+        for (size_t e = 0; e < E; e++) {
+            float v = l[e];
+            if (n == k && !(v > l[idx[n - 1]])) continue;
+            size_t pos = n < k ? n : k - 1;
+            while (pos > 0 && v > l[idx[pos - 1]]) {
+                if (pos < k) idx[pos] = idx[pos - 1];
+                pos--;
+            }
+            idx[pos] = (uint32_t)e;
+            if (n < k) n++;
+        }
+        float m = l[idx[0]];
+        double sum = 0.0;
+        for (size_t i = 0; i < k; i++) {
+            double e = exp((double)l[idx[i]] - m);
+            w[i] = (float)e;
+            sum += e;
+        }
+        for (size_t i = 0; i < k; i++) w[i] = (float)(w[i] / sum);
+    }
+}
+
+void m4_swiglu(const float* h, size_t T, size_t I, float limit, float* out) {
+    for (size_t t = 0; t < T; t++) {
+        const float* ht = h + t * 2 * I;
+        float* ot = out + t * I;
+        for (size_t i = 0; i < I; i++) {
+            float glu = ht[2 * i], lin = ht[2 * i + 1];
+            glu = fminf(glu, limit);
+            lin = fminf(fmaxf(lin, -limit), limit);
+            ot[i] = glu / (1.0f + expf(-1.702f * glu)) * (lin + 1.0f);
+        }
+    }
+}
+
+/* ------------------------------------------------------------- random */
+uint64_t m4_splitmix64(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static double unit(uint64_t seed, uint64_t i) { /* [0, 1) with 53 random bits */
+    return (double)(m4_splitmix64(seed ^ m4_splitmix64(i)) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+void m4_fill_uniform(float* x, size_t n, uint64_t seed, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * unit(seed, i));
+}
+
+void m4_fill_normal(float* x, size_t n, uint64_t seed, float mean, float std) {
+    const double two_pi = 6.28318530717958647692;
+    for (size_t i = 0; i < n; i += 2) { /* Box-Muller on the pair (i, i + 1) */
+        double u1 = 1.0 - unit(seed, 2 * (uint64_t)i), u2 = unit(seed, 2 * (uint64_t)i + 1);
+        double r = sqrt(-2.0 * log(u1));
+        x[i] = (float)(mean + std * r * cos(two_pi * u2));
+        if (i + 1 < n) x[i + 1] = (float)(mean + std * r * sin(two_pi * u2));
+    }
+}
+
+/* ------------------------------------------------------------- sampling */
+static int compare_entries(const void* a, const void* b) {
+    const m4_sample_entry* x = (const m4_sample_entry*)a;
+    const m4_sample_entry* y = (const m4_sample_entry*)b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+static bool entry_before(const m4_sample_entry* x, const m4_sample_entry* y) { return compare_entries(x, y) < 0; }
+
+/* Heap whose root is the latest entry in sample order (the worst kept one). */
+static void sift_down(m4_sample_entry* h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && entry_before(&h[w], &h[l])) w = l;
+        if (r < n && entry_before(&h[w], &h[r])) w = r;
+        if (w == i) return;
+        m4_sample_entry t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+/* Move the k first entries (in sample order) to w[0..k), in any order. */
+static void select_top(m4_sample_entry* w, size_t n, size_t k) {
+    for (size_t i = k / 2; i-- > 0;) sift_down(w, k, i);
+    for (size_t i = k; i < n; i++) {
+        if (entry_before(&w[i], &w[0])) {
+            w[0] = w[i];
+            sift_down(w, k, 0);
+        }
+    }
+}
+
+/* Fills work[0..*kept) with the kept entries in descending order, p holding
+ * unnormalised probabilities exp(z - max); returns their sum. When nothing is
+ * filtered, *kept = V and work is in index order (unsorted). */
+static double kept_entries(const float* logits, size_t V, float temperature, uint32_t top_k, float top_p,
+                           m4_sample_entry* work, size_t* kept) {
+    double inv_t = 1.0 / (double)temperature;
+    float m = logits[0];
+    for (size_t i = 1; i < V; i++) m = logits[i] > m ? logits[i] : m;
+    double total = 0.0;
+    for (size_t i = 0; i < V; i++) {
+        /* infinite maxima: the tokens at the maximum share the mass equally */
+        double e = isinf(m) ? (logits[i] == m ? 1.0 : 0.0) : exp(((double)logits[i] - (double)m) * inv_t);
+        work[i].p = (float)e;
+        work[i].index = (uint32_t)i;
+        total += (double)work[i].p;
+    }
+    size_t n = V;
+    if (top_k > 0 && top_k < V) {
+        select_top(work, V, top_k);
+        n = top_k;
+    }
+    if (n < V || top_p < 1.0f) qsort(work, n, sizeof *work, compare_entries);
+    if (top_p < 1.0f) {
+        double mass = 0.0, norm = 0.0;
+        for (size_t i = 0; i < n; i++) norm += (double)work[i].p;
+        size_t keep = 0;
+        while (keep < n && mass < (double)top_p * norm) { /* preceding mass < top_p */
+            mass += (double)work[keep].p;
+            keep++;
+        }
+        n = keep ? keep : 1;
+    }
+    if (n < V || top_p < 1.0f) {
+        total = 0.0;
+        for (size_t i = 0; i < n; i++) total += (double)work[i].p;
+    }
+    *kept = n;
+    return total;
+}
+
+static bool has_nan(const float* x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (x[i] != x[i]) return true;
+    }
+    return false;
+}
+
+static uint32_t argmax(const float* logits, size_t V) {
+    size_t best = 0;
+    for (size_t i = 1; i < V; i++) {
+        if (logits[i] > logits[best]) best = i;
+    }
+    return (uint32_t)best;
+}
+
+bool m4_sample_distribution(const float* logits, size_t V, float temperature, uint32_t top_k, float top_p,
+                            float* probs, m4_sample_entry* work) {
+    if (V == 0 || has_nan(logits, V)) return false;
+    memset(probs, 0, V * sizeof(float));
+    if (temperature == 0.0f) {
+        probs[argmax(logits, V)] = 1.0f;
+        return true;
+    }
+    size_t n;
+    double total = kept_entries(logits, V, temperature, top_k, top_p, work, &n);
+    for (size_t i = 0; i < n; i++) probs[work[i].index] = (float)((double)work[i].p / total);
+    return true;
+}
+
+bool m4_sample_draw(const float* logits, size_t V, float temperature, uint32_t top_k, float top_p, double u,
+                    uint32_t* token, m4_sample_entry* work) {
+    if (V == 0 || has_nan(logits, V)) return false;
+    if (temperature == 0.0f) {
+        *token = argmax(logits, V);
+        return true;
+    }
+    size_t n;
+    double total = kept_entries(logits, V, temperature, top_k, top_p, work, &n);
+    double target = u * total, cum = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        cum += (double)work[i].p;
+        if (cum > target && work[i].p > 0.0f) {
+            *token = work[i].index;
+            return true;
+        }
+    }
+    for (size_t i = n; i-- > 0;) { /* rounding: the last token with mass */
+        if (work[i].p > 0.0f) {
+            *token = work[i].index;
+            return true;
+        }
+    }
+    *token = work[0].index;
+    return true;
+}

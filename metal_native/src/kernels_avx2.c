@@ -1,0 +1,261 @@
+/* kernels_avx2.c - AVX2 + FMA versions of the hot loops. Compiled with
+ * -mavx2 -mfma (or /arch:AVX2) and only called after a run-time CPU check. */
+#include <immintrin.h>
+
+#include "kernels.h"
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 4 horizontal sums at once -> one __m128 (a, b, c, d) */
+static inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    __m256 ab = _mm256_hadd_ps(a, b);
+    __m256 cd = _mm256_hadd_ps(c, d);
+    __m256 abcd = _mm256_hadd_ps(ab, cd);
+    return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
+}
+
+static float dot_avx2(const float* a, const float* b, size_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t k = 0;
+    for (; k + 16 <= n; k += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
+    }
+    for (; k + 8 <= n; k += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
+    float s = hsum(_mm256_add_ps(s0, s1));
+    for (; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+static void axpy_avx2(float a, const float* x, float* y, size_t n) {
+    __m256 va = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* Micro-kernel: 3 tokens x 4 rows, 12 accumulators; rows r..r+3 of w, tokens t..t+2 of x. */
+static inline void tile_3x4(const float* w, size_t ldw, size_t K, const float* x, size_t ldx, const float* bias,
+                            float* y, size_t ldy, size_t r) {
+    const float* w0 = w + r * ldw;
+    const float* w1 = w0 + ldw;
+    const float* w2 = w1 + ldw;
+    const float* w3 = w2 + ldw;
+    const float* x0 = x;
+    const float* x1 = x + ldx;
+    const float* x2 = x + 2 * ldx;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c03 = c00;
+    __m256 c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+    __m256 c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+    size_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 a0 = _mm256_loadu_ps(x0 + k), a1 = _mm256_loadu_ps(x1 + k), a2 = _mm256_loadu_ps(x2 + k);
+        __m256 b = _mm256_loadu_ps(w0 + k);
+        c00 = _mm256_fmadd_ps(a0, b, c00);
+        c10 = _mm256_fmadd_ps(a1, b, c10);
+        c20 = _mm256_fmadd_ps(a2, b, c20);
+        b = _mm256_loadu_ps(w1 + k);
+        c01 = _mm256_fmadd_ps(a0, b, c01);
+        c11 = _mm256_fmadd_ps(a1, b, c11);
+        c21 = _mm256_fmadd_ps(a2, b, c21);
+        b = _mm256_loadu_ps(w2 + k);
+        c02 = _mm256_fmadd_ps(a0, b, c02);
+        c12 = _mm256_fmadd_ps(a1, b, c12);
+        c22 = _mm256_fmadd_ps(a2, b, c22);
+        b = _mm256_loadu_ps(w3 + k);
+        c03 = _mm256_fmadd_ps(a0, b, c03);
+        c13 = _mm256_fmadd_ps(a1, b, c13);
+        c23 = _mm256_fmadd_ps(a2, b, c23);
+    }
+    __m128 s0 = hsum4(c00, c01, c02, c03);
+    __m128 s1 = hsum4(c10, c11, c12, c13);
+    __m128 s2 = hsum4(c20, c21, c22, c23);
+    float o[3][4];
+    _mm_storeu_ps(o[0], s0);
+    _mm_storeu_ps(o[1], s1);
+    _mm_storeu_ps(o[2], s2);
+    for (; k < K; k++) {
+        for (int i = 0; i < 3; i++) {
+            const float* xi = x + i * ldx;
+            o[i][0] += xi[k] * w0[k];
+            o[i][1] += xi[k] * w1[k];
+            o[i][2] += xi[k] * w2[k];
+            o[i][3] += xi[k] * w3[k];
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < 4; j++) y[i * ldy + r + j] = o[i][j] + (bias ? bias[r + j] : 0.0f);
+    }
+}
+
+/* 1 token x 4 rows, two k-steps in flight (decode GEMV on f32 weights). */
+static inline void tile_1x4(const float* w, size_t ldw, size_t K, const float* x, const float* bias, float* y,
+                            size_t r) {
+    const float* w0 = w + r * ldw;
+    const float* w1 = w0 + ldw;
+    const float* w2 = w1 + ldw;
+    const float* w3 = w2 + ldw;
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
+    size_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+        c0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w0 + k), c0);
+        c1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w1 + k), c1);
+        c2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w2 + k), c2);
+        c3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w3 + k), c3);
+        d0 = _mm256_fmadd_ps(b, _mm256_loadu_ps(w0 + k + 8), d0);
+        d1 = _mm256_fmadd_ps(b, _mm256_loadu_ps(w1 + k + 8), d1);
+        d2 = _mm256_fmadd_ps(b, _mm256_loadu_ps(w2 + k + 8), d2);
+        d3 = _mm256_fmadd_ps(b, _mm256_loadu_ps(w3 + k + 8), d3);
+    }
+    for (; k + 8 <= K; k += 8) {
+        __m256 a = _mm256_loadu_ps(x + k);
+        c0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w0 + k), c0);
+        c1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w1 + k), c1);
+        c2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w2 + k), c2);
+        c3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w3 + k), c3);
+    }
+    float o[4];
+    _mm_storeu_ps(o, hsum4(_mm256_add_ps(c0, d0), _mm256_add_ps(c1, d1), _mm256_add_ps(c2, d2), _mm256_add_ps(c3, d3)));
+    for (; k < K; k++) {
+        o[0] += x[k] * w0[k];
+        o[1] += x[k] * w1[k];
+        o[2] += x[k] * w2[k];
+        o[3] += x[k] * w3[k];
+    }
+    for (int j = 0; j < 4; j++) y[r + j] = o[j] + (bias ? bias[r + j] : 0.0f);
+}
+
+static void gemm_f32_avx2(const float* w, size_t ldw, size_t K, const float* x, size_t ldx, size_t T,
+                          const float* bias, float* y, size_t ldy, size_t r0, size_t r1) {
+    size_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        size_t t = 0;
+        for (; t + 3 <= T; t += 3) tile_3x4(w, ldw, K, x + t * ldx, ldx, bias, y + t * ldy, ldy, r);
+        for (; t < T; t++) tile_1x4(w, ldw, K, x + t * ldx, bias, y + t * ldy, r);
+    }
+    for (; r < r1; r++) {
+        for (size_t t = 0; t < T; t++) y[t * ldy + r] = dot_avx2(w + r * ldw, x + t * ldx, K) + (bias ? bias[r] : 0.0f);
+    }
+}
+
+static inline __m256 load_bf16(const uint16_t* p) {
+    __m128i h = _mm_loadu_si128((const __m128i*)p);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static void bf16_to_f32_avx2(const uint16_t* src, size_t n, float* dst) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_bf16(src + i));
+    for (; i < n; i++) dst[i] = m4_bf16_to_f32(src[i]);
+}
+
+static void gemv_bf16_avx2(const uint16_t* w, size_t K, const float* x, const float* bias, float* y, size_t r0,
+                           size_t r1) {
+    size_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t* w0 = w + r * K;
+        const uint16_t* w1 = w0 + K;
+        const uint16_t* w2 = w1 + K;
+        const uint16_t* w3 = w2 + K;
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
+        size_t k = 0;
+        for (; k + 16 <= K; k += 16) {
+            __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+            c0 = _mm256_fmadd_ps(a, load_bf16(w0 + k), c0);
+            c1 = _mm256_fmadd_ps(a, load_bf16(w1 + k), c1);
+            c2 = _mm256_fmadd_ps(a, load_bf16(w2 + k), c2);
+            c3 = _mm256_fmadd_ps(a, load_bf16(w3 + k), c3);
+            d0 = _mm256_fmadd_ps(b, load_bf16(w0 + k + 8), d0);
+            d1 = _mm256_fmadd_ps(b, load_bf16(w1 + k + 8), d1);
+            d2 = _mm256_fmadd_ps(b, load_bf16(w2 + k + 8), d2);
+            d3 = _mm256_fmadd_ps(b, load_bf16(w3 + k + 8), d3);
+        }
+        for (; k + 8 <= K; k += 8) {
+            __m256 a = _mm256_loadu_ps(x + k);
+            c0 = _mm256_fmadd_ps(a, load_bf16(w0 + k), c0);
+            c1 = _mm256_fmadd_ps(a, load_bf16(w1 + k), c1);
+            c2 = _mm256_fmadd_ps(a, load_bf16(w2 + k), c2);
+            c3 = _mm256_fmadd_ps(a, load_bf16(w3 + k), c3);
+        }
+        float o[4];
+        _mm_storeu_ps(o, hsum4(_mm256_add_ps(c0, d0), _mm256_add_ps(c1, d1), _mm256_add_ps(c2, d2),
+                               _mm256_add_ps(c3, d3)));
+        for (; k < K; k++) {
+            o[0] += x[k] * m4_bf16_to_f32(w0[k]);
+            o[1] += x[k] * m4_bf16_to_f32(w1[k]);
+            o[2] += x[k] * m4_bf16_to_f32(w2[k]);
+            o[3] += x[k] * m4_bf16_to_f32(w3[k]);
+        }
+        for (int j = 0; j < 4; j++) y[r + j] = o[j] + (bias ? bias[r + j] : 0.0f);
+    }
+    for (; r < r1; r++) {
+        const uint16_t* wr = w + r * K;
+        __m256 c = _mm256_setzero_ps();
+        size_t k = 0;
+        for (; k + 8 <= K; k += 8) c = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), load_bf16(wr + k), c);
+        float s = hsum(c);
+        for (; k < K; k++) s += x[k] * m4_bf16_to_f32(wr[k]);
+        y[r] = s + (bias ? bias[r] : 0.0f);
+    }
+}
+
+/* 2 * FP4 value as int8, indexed by code */
+#define FP4X2_LUT _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)
+
+static inline __m256 i8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+static inline __m256 half_scale(uint8_t s) { return _mm256_set1_ps(m4_e8m0_half_scale(s)); }
+
+static void gemv_mxfp4_avx2(const uint8_t* blocks, const uint8_t* scales, size_t K, const float* xp,
+                            const float* bias, float* y, size_t r0, size_t r1) {
+    const __m128i lut = FP4X2_LUT, mask = _mm_set1_epi8(0x0f);
+    size_t nb = K / 32;
+    for (size_t r = r0; r < r1; r++) {
+        const uint8_t* br = blocks + r * nb * 16;
+        const uint8_t* sr = scales + r * nb;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        for (size_t b = 0; b < nb; b++) {
+            __m128i bytes = _mm_loadu_si128((const __m128i*)(br + b * 16));
+            __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, mask));
+            __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
+            const float* xb = xp + b * 32;
+            __m256 s = _mm256_mul_ps(i8_to_ps(lo), _mm256_loadu_ps(xb));
+            __m256 t = _mm256_mul_ps(i8_to_ps(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xb + 8));
+            s = _mm256_fmadd_ps(i8_to_ps(hi), _mm256_loadu_ps(xb + 16), s);
+            t = _mm256_fmadd_ps(i8_to_ps(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xb + 24), t);
+            if (b & 1) {
+                acc1 = _mm256_fmadd_ps(_mm256_add_ps(s, t), half_scale(sr[b]), acc1);
+            } else {
+                acc0 = _mm256_fmadd_ps(_mm256_add_ps(s, t), half_scale(sr[b]), acc0);
+            }
+        }
+        y[r] = hsum(_mm256_add_ps(acc0, acc1)) + (bias ? bias[r] : 0.0f);
+    }
+}
+
+static void mxfp4_row_avx2(const uint8_t* blocks, const uint8_t* scales, size_t K, float* dst) {
+    const __m128i lut = FP4X2_LUT, mask = _mm_set1_epi8(0x0f);
+    for (size_t b = 0; b < K / 32; b++) {
+        __m128i bytes = _mm_loadu_si128((const __m128i*)(blocks + b * 16));
+        __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, mask));
+        __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
+        __m128i v0 = _mm_unpacklo_epi8(lo, hi); /* elements 0..15 in order */
+        __m128i v1 = _mm_unpackhi_epi8(lo, hi); /* elements 16..31 */
+        __m256 s = half_scale(scales[b]);
+        float* d = dst + b * 32;
+        _mm256_storeu_ps(d, _mm256_mul_ps(i8_to_ps(v0), s));
+        _mm256_storeu_ps(d + 8, _mm256_mul_ps(i8_to_ps(_mm_srli_si128(v0, 8)), s));
+        _mm256_storeu_ps(d + 16, _mm256_mul_ps(i8_to_ps(v1), s));
+        _mm256_storeu_ps(d + 24, _mm256_mul_ps(i8_to_ps(_mm_srli_si128(v1, 8)), s));
+    }
+}
+
+const m4_isa_kernels m4_avx2_kernels = {
+    gemm_f32_avx2, gemv_bf16_avx2, gemv_mxfp4_avx2, bf16_to_f32_avx2, mxfp4_row_avx2, dot_avx2, axpy_avx2,
+};

@@ -1,0 +1,227 @@
+/* pool.c - see pool.h. pthreads on POSIX, Win32 threads on Windows. */
+#include "pool.h"
+
+#include <stdlib.h>
+
+#if defined(_WIN32)
+#include <windows.h>
+typedef HANDLE m4_thread;
+typedef CRITICAL_SECTION m4_mutex;
+typedef CONDITION_VARIABLE m4_cond;
+#define mutex_init(m) (InitializeCriticalSection(m), 0)
+#define mutex_destroy(m) DeleteCriticalSection(m)
+#define mutex_lock(m) EnterCriticalSection(m)
+#define mutex_unlock(m) LeaveCriticalSection(m)
+#define cond_init(c) (InitializeConditionVariable(c), 0)
+#define cond_destroy(c) ((void)0)
+#define cond_wait(c, m) SleepConditionVariableCS(c, m, INFINITE)
+#define cond_broadcast(c) WakeAllConditionVariable(c)
+#else
+#include <pthread.h>
+#include <unistd.h>
+typedef pthread_t m4_thread;
+typedef pthread_mutex_t m4_mutex;
+typedef pthread_cond_t m4_cond;
+#define mutex_init(m) pthread_mutex_init(m, NULL)
+#define mutex_destroy(m) pthread_mutex_destroy(m)
+#define mutex_lock(m) pthread_mutex_lock(m)
+#define mutex_unlock(m) pthread_mutex_unlock(m)
+#define cond_init(c) pthread_cond_init(c, NULL)
+#define cond_destroy(c) pthread_cond_destroy(c)
+#define cond_wait(c, m) pthread_cond_wait(c, m)
+#define cond_broadcast(c) pthread_cond_broadcast(c)
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+#if defined(_MSC_VER) && !defined(__clang__)
+typedef volatile long long atomic_sz;
+#define a_load(p) InterlockedOr64((p), 0)
+#define a_store(p, v) InterlockedExchange64((p), (long long)(v))
+#define a_add(p, v) (InterlockedExchangeAdd64((p), (long long)(v)))
+#else
+#include <stdatomic.h>
+typedef _Atomic size_t atomic_sz;
+#define a_load(p) atomic_load(p)
+#define a_store(p, v) atomic_store((p), (v))
+#define a_add(p, v) atomic_fetch_add((p), (v))
+#endif
+
+/* Spin this many polls before sleeping (~100 us at a few ns per pause). */
+#define SPIN_POLLS 20000
+
+struct m4_pool {
+    size_t num_threads;
+    m4_thread* threads;
+    m4_mutex mutex;  /* guards sleeping */
+    m4_cond wake;
+    m4_mutex run_mutex; /* serialises m4_pool_run callers */
+    atomic_sz generation;
+    atomic_sz pending;   /* workers still running the current task */
+    atomic_sz sleepers;
+    atomic_sz stop;
+    m4_task_fn fn;
+    void* arg;
+};
+
+typedef struct worker_arg {
+    m4_pool* pool;
+    size_t index;
+} worker_arg;
+
+static void worker_loop(m4_pool* pool, size_t index) {
+    size_t seen = 0;
+    for (;;) {
+        size_t gen;
+        int polls = 0;
+        while ((gen = (size_t)a_load(&pool->generation)) == seen && !a_load(&pool->stop)) {
+            if (++polls < SPIN_POLLS) {
+                cpu_relax();
+                continue;
+            }
+            mutex_lock(&pool->mutex);
+            a_add(&pool->sleepers, 1);
+            while ((size_t)a_load(&pool->generation) == seen && !a_load(&pool->stop)) cond_wait(&pool->wake, &pool->mutex);
+            a_add(&pool->sleepers, (size_t)-1);
+            mutex_unlock(&pool->mutex);
+            polls = 0;
+        }
+        if (a_load(&pool->stop)) return;
+        seen = gen;
+        pool->fn(pool->arg, index, pool->num_threads);
+        a_add(&pool->pending, (size_t)-1);
+    }
+}
+
+#if defined(_WIN32)
+static DWORD WINAPI worker_main(LPVOID p) {
+#else
+static void* worker_main(void* p) {
+#endif
+    worker_arg a = *(worker_arg*)p;
+    free(p);
+    worker_loop(a.pool, a.index);
+    return 0;
+}
+
+uint32_t m4_num_cpus(void) {
+#if defined(_WIN32)
+    SYSTEM_INFO si;
+    GetSystemInfo(&si);
+    return si.dwNumberOfProcessors ? (uint32_t)si.dwNumberOfProcessors : 1;
+#else
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (uint32_t)n : 1;
+#endif
+}
+
+mind4_status m4_pool_create(uint32_t num_threads, m4_pool** pool_out) {
+    if (num_threads == 0) num_threads = m4_num_cpus();
+    if (num_threads > 1024) return m4_fail(MIND4_INVALID_ARGUMENT, "num_threads %u is more than 1024", num_threads);
+    m4_pool* pool = (m4_pool*)calloc(1, sizeof *pool);
+    if (!pool) return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory creating the thread pool");
+    pool->num_threads = num_threads;
+    a_store(&pool->generation, 0);
+    a_store(&pool->pending, 0);
+    a_store(&pool->sleepers, 0);
+    a_store(&pool->stop, 0);
+    if (mutex_init(&pool->mutex) != 0 || mutex_init(&pool->run_mutex) != 0 || cond_init(&pool->wake) != 0) {
+        free(pool);
+        return m4_fail(MIND4_INTERNAL_ERROR, "cannot create thread pool synchronisation objects");
+    }
+    pool->threads = (m4_thread*)calloc(num_threads, sizeof *pool->threads);
+    if (!pool->threads) {
+        m4_pool_destroy(pool);
+        return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory creating the thread pool");
+    }
+    for (size_t i = 1; i < num_threads; i++) {
+        worker_arg* a = (worker_arg*)malloc(sizeof *a);
+        if (!a) {
+            pool->num_threads = i; /* join only the started ones */
+            m4_pool_destroy(pool);
+            return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory creating the thread pool");
+        }
+        a->pool = pool;
+        a->index = i;
+#if defined(_WIN32)
+        pool->threads[i] = CreateThread(NULL, 0, worker_main, a, 0, NULL);
+        bool ok = pool->threads[i] != NULL;
+#else
+        bool ok = pthread_create(&pool->threads[i], NULL, worker_main, a) == 0;
+#endif
+        if (!ok) {
+            free(a);
+            pool->num_threads = i;
+            m4_pool_destroy(pool);
+            return m4_fail(MIND4_INTERNAL_ERROR, "cannot start worker thread %zu", i);
+        }
+    }
+    *pool_out = pool;
+    return MIND4_SUCCESS;
+}
+
+void m4_pool_destroy(m4_pool* pool) {
+    if (!pool) return;
+    mutex_lock(&pool->mutex);
+    a_store(&pool->stop, 1);
+    cond_broadcast(&pool->wake);
+    mutex_unlock(&pool->mutex);
+    if (pool->threads) {
+        for (size_t i = 1; i < pool->num_threads; i++) {
+#if defined(_WIN32)
+            WaitForSingleObject(pool->threads[i], INFINITE);
+            CloseHandle(pool->threads[i]);
+#else
+            pthread_join(pool->threads[i], NULL);
+#endif
+        }
+    }
+    free(pool->threads);
+    cond_destroy(&pool->wake);
+    mutex_destroy(&pool->mutex);
+    mutex_destroy(&pool->run_mutex);
+    free(pool);
+}
+
+size_t m4_pool_size(const m4_pool* pool) { return pool ? pool->num_threads : 1; }
+
+void m4_pool_run(m4_pool* pool, m4_task_fn fn, void* arg) {
+    if (!pool || pool->num_threads <= 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    mutex_lock(&pool->run_mutex);
+    pool->fn = fn;
+    pool->arg = arg;
+    a_store(&pool->pending, pool->num_threads - 1);
+    a_add(&pool->generation, 1);
+    if (a_load(&pool->sleepers) > 0) {
+        mutex_lock(&pool->mutex);
+        cond_broadcast(&pool->wake);
+        mutex_unlock(&pool->mutex);
+    }
+    fn(arg, 0, pool->num_threads);
+    while (a_load(&pool->pending) != 0) cpu_relax();
+    mutex_unlock(&pool->run_mutex);
+}
+
+void m4_dynamic_init(m4_dynamic* d, size_t n, size_t chunk) {
+    a_store(&d->next, 0);
+    d->n = n;
+    d->chunk = chunk ? chunk : 1;
+}
+
+bool m4_dynamic_next(m4_dynamic* d, size_t* begin, size_t* end) {
+    size_t b = (size_t)a_add(&d->next, d->chunk);
+    if (b >= d->n) return false;
+    *begin = b;
+    *end = M4_MIN(b + d->chunk, d->n);
+    return true;
+}
