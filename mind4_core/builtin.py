@@ -19,7 +19,14 @@ def mind4_weight_loaders():
             priority=10,
             features={"bf16", "float32", "float16", "mxfp4", "sharded"},
             description="original gpt-oss layout: config.json + *.safetensors (MXFP4 experts optional)",
-        )
+        ),
+        WeightLoaderRecord(
+            name="hf",
+            factory="mind4_core.hf:HFLoader",
+            priority=5,
+            features={"bf16", "float32", "float16", "mxfp4", "sharded"},
+            description="Hugging Face GptOssForCausalLM layout (bf16 or MXFP4 _blocks/_scales experts)",
+        ),
     ]
 
 
