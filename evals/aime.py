@@ -18,6 +18,8 @@ def format_aime_problem(problem: str) -> str:
 
 
 class AIMEEval(QuestionEval):
+    """Integer answers (AIME layout), read from the last \\boxed{} or the last number."""
+
     name = "aime"
     kind = "aime"
 

@@ -25,6 +25,7 @@ import numpy as np
 from . import stats
 from .datasets import load_text, shipped_path
 from .errors import DatasetError
+from .runner import EvalInterrupted
 from .types import Eval, EvalResult, ExampleResult, SamplerBase
 
 #: the fraction of a corpus held out as its ``valid`` split (taken from its end)
@@ -148,68 +149,108 @@ class BasicEval(Eval):
     ) -> EvalResult:
         t0 = time.perf_counter()
         examples: list[ExampleResult] = []
+
+        def emit(ex: ExampleResult) -> None:
+            examples.append(ex)
+            if on_example:
+                on_example(ex)
+
         model = self._scorer(sampler)
+        try:
+            if model is not None:
+                self._score_windows(model, emit, progress)
+            emit(self._smoke(sampler, len(examples)))
+            if progress:
+                progress(1)
+        except KeyboardInterrupt:
+            raise EvalInterrupted(
+                self._aggregate(examples, model is not None, time.perf_counter() - t0, partial=True)
+            ) from None
+        return self._aggregate(examples, model is not None, time.perf_counter() - t0)
+
+    def _score_windows(
+        self,
+        model: Any,
+        emit: Callable[[ExampleResult], None],
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        if self._prepared is None or not self._prepared[1]:
+            self._prepared = self._windows(model)
+        bos, windows = self._prepared
+        tok = model.tokenizer
+        vocab = int(model.model_config.vocab_size)
+        batch = max(1, LOGITS_BUDGET // (4 * vocab * (len(windows[0]) + 1)))
+        for start in range(0, len(windows), batch):
+            group = list(enumerate(windows[start : start + batch], start=start))
+            try:
+                scored = self._score(model, bos, group)
+            except Exception:  # noqa: BLE001 - isolate the window(s) that fail
+                scored = []
+                for one in group:
+                    try:
+                        scored += self._score(model, bos, [one])
+                    except Exception as exc:  # noqa: BLE001 - recorded, the eval goes on
+                        scored.append(self._failed_window(one[0], one[1], tok, exc))
+            for ex in scored:
+                emit(ex)
+            if progress:
+                progress(len(group))
+
+    def _score(
+        self, model: Any, bos: int, group: list[tuple[int, list[int]]]
+    ) -> list[ExampleResult]:
+        """Score windows with one forward pass: ``[bos] + window`` rows, end-padded."""
+        tok = model.tokenizer
+        width = 1 + max(len(w) for _, w in group)
+        tokens = np.full((len(group), width), bos, dtype=np.int64)  # (B, T)
+        for row, (_, w) in enumerate(group):
+            tokens[row, 1 : 1 + len(w)] = w
+        logits = np.asarray(model.logits(tokens))  # (B, T, V) float32
+        out = []
+        for row, (index, w) in enumerate(group):
+            n = len(w)
+            x = logits[row, :n].astype(np.float64)  # predictions of w, (n, V)
+            nll = float(np.sum(_logsumexp(x) - x[np.arange(n), w]))
+            nbytes = sum(len(tok.decode_bytes([t])) for t in w)
+            out.append(
+                ExampleResult(
+                    eval=self.name,
+                    index=index,
+                    id=f"window-{index}",
+                    score=nll / math.log(2) / max(nbytes, 1),
+                    metrics={"nll": nll, "tokens": n, "bytes": nbytes},
+                    meta={"kind": "window", "preview": tok.decode(w[:48])},
+                )
+            )
+        return out
+
+    def _aggregate(
+        self,
+        examples: list[ExampleResult],
+        measured: bool,
+        elapsed: float,
+        *,
+        partial: bool = False,
+    ) -> EvalResult:
+        windows = [e for e in examples if e.meta.get("kind") == "window"]
+        ok = [e for e in windows if not e.failed]
+        nll = [e.metrics["nll"] for e in ok]
+        nbytes = [e.metrics["bytes"] for e in ok]
+        ntok = [e.metrics["tokens"] for e in ok]
         metrics: dict[str, float] = {}
         summary = None
-        if model is not None:
-            if self._prepared is None:
-                self.prepare(sampler)
-            bos, windows = self._prepared
-            vocab = int(model.model_config.vocab_size)
-            batch = max(1, LOGITS_BUDGET // (4 * vocab * (len(windows[0]) + 1)))
-            tok = model.tokenizer
-            for start in range(0, len(windows), batch):
-                group = windows[start : start + batch]
-                width = 1 + max(len(w) for w in group)
-                tokens = np.full((len(group), width), bos, dtype=np.int64)  # (B, T) end-padded
-                for row, w in enumerate(group):
-                    tokens[row, 1 : 1 + len(w)] = w
-                try:
-                    logits = np.asarray(model.logits(tokens))  # (B, T, V) float32
-                except Exception as exc:  # noqa: BLE001 - record the failed windows, go on
-                    for row, w in enumerate(group):
-                        examples.append(self._failed_window(start + row, w, tok, exc))
-                    if progress:
-                        progress(len(group))
-                    continue
-                for row, w in enumerate(group):
-                    n = len(w)
-                    x = logits[row, :n].astype(np.float64)  # predictions of w, (n, V)
-                    nll = float(np.sum(_logsumexp(x) - x[np.arange(n), w]))
-                    nbytes = sum(len(tok.decode_bytes([t])) for t in w)
-                    ex = ExampleResult(
-                        eval=self.name,
-                        index=start + row,
-                        id=f"window-{start + row}",
-                        score=nll / math.log(2) / max(nbytes, 1),
-                        metrics={"nll": nll, "tokens": n, "bytes": nbytes},
-                        meta={"kind": "window", "preview": tok.decode(w[:48])},
-                    )
-                    examples.append(ex)
-                    if on_example:
-                        on_example(ex)
-                if progress:
-                    progress(len(group))
-            ok = [e for e in examples if not e.failed]
-            nll = [e.metrics["nll"] for e in ok]
-            nbytes = [e.metrics["bytes"] for e in ok]
-            ntok = [e.metrics["tokens"] for e in ok]
+        if ok:
             summary = stats.ratio_summary(nll, nbytes, scale=1 / math.log(2), seed=self.seed)
-            if ok:
-                metrics.update(
-                    perplexity=math.exp(sum(nll) / sum(ntok)),
-                    bits_per_token=sum(nll) / math.log(2) / sum(ntok),
-                    tokens=float(sum(ntok)),
-                    bytes=float(sum(nbytes)),
-                )
-        smoke = self._smoke(sampler, len(examples))
-        examples.append(smoke)
-        if on_example:
-            on_example(smoke)
-        if progress:
-            progress(1)
-        metrics["smoke_ok"] = float(not smoke.failed and bool((smoke.response or "").strip()))
-        elapsed = time.perf_counter() - t0
+            metrics.update(
+                perplexity=math.exp(sum(nll) / sum(ntok)),
+                bits_per_token=sum(nll) / math.log(2) / sum(ntok),
+                tokens=float(sum(ntok)),
+                bytes=float(sum(nbytes)),
+            )
+        smoke = [e for e in examples if e.meta.get("kind") == "smoke"]
+        if smoke:
+            s = smoke[0]
+            metrics["smoke_ok"] = float(not s.failed and bool((s.response or "").strip()))
         return EvalResult(
             eval=self.name,
             metric="bits_per_byte",
@@ -217,7 +258,7 @@ class BasicEval(Eval):
             score=summary.mean if summary else None,
             stderr=summary.stderr if summary else None,
             ci=summary.ci if summary else None,
-            n=len(examples) - 1,
+            n=len(windows),
             n_failed=sum(e.failed for e in examples),
             metrics=metrics,
             config={
@@ -225,10 +266,11 @@ class BasicEval(Eval):
                 "window": self.window,
                 "limit": self.limit,
                 "seed": self.seed,
-                "perplexity": "measured" if model is not None else "skipped: sampler has no model",
+                "perplexity": "measured" if measured else "skipped: the sampler has no model",
             },
             examples=tuple(examples),
             timing={"seconds": elapsed},
+            partial=partial,
         )
 
     def _failed_window(self, index: int, w: list[int], tok: Any, exc: Exception) -> ExampleResult:

@@ -1,9 +1,10 @@
 """Harmony chat format for the in-process sampler: messages -> tokens -> reply.
 
-The canonical implementation is :mod:`mind4_tokenizer.harmony`; this module is
-the eval harness's thin adapter so that it depends only on the
-:class:`mind4_core.protocols.Tokenizer` protocol (ids of the special tokens and
-``encode``/``decode``). It follows REFERENCE.md exactly:
+The canonical implementation is :mod:`mind4_tokenizer.harmony`, used whenever
+the tokenizer is one of its own (it has ``encode_special``). For any other
+tokenizer that only meets the :class:`mind4_core.protocols.Tokenizer` protocol
+(a third-party encoding), this module renders and parses the same format
+itself (a test checks both paths agree). The format (REFERENCE.md):
 
     <|start|>{role}<|channel|>{channel}<|message|>{text}<|end|>   (channel optional)
 
@@ -39,8 +40,31 @@ def _special(tokenizer, text: str) -> int:
     return int(specials[text])
 
 
+def _harmony_for(tokenizer):
+    """:mod:`mind4_tokenizer.harmony` if it can drive ``tokenizer``, else ``None``."""
+    if not all(hasattr(tokenizer, a) for a in ("encode_special", "is_special", "token_bytes")):
+        return None
+    try:
+        from mind4_tokenizer import harmony
+    except ImportError:  # pragma: no cover - mind4 ships it
+        return None
+    return harmony
+
+
 def render_prompt(tokenizer, messages: Messages) -> list[int]:
     """Token ids of ``messages`` followed by ``<|start|>assistant`` (ready to complete)."""
+    harmony = _harmony_for(tokenizer)
+    if harmony is not None:
+        conversation = [
+            harmony.Message(m.get("role"), m.get("content") or "", m.get("channel") or None)
+            for m in messages
+        ]
+        return harmony.render_for_completion(conversation, tokenizer)
+    return render_prompt_plain(tokenizer, messages)
+
+
+def render_prompt_plain(tokenizer, messages: Messages) -> list[int]:
+    """:func:`render_prompt` for a tokenizer that only meets the protocol."""
     start, end = _special(tokenizer, START), _special(tokenizer, END)
     msg, chan = _special(tokenizer, MESSAGE), _special(tokenizer, CHANNEL)
     ids: list[int] = []
@@ -81,7 +105,48 @@ class ParsedReply:
     raw: str
 
 
+def _reply(messages: list[tuple[str | None, str]], raw: str, fallback: str) -> ParsedReply:
+    finals = [text for ch, text in messages if ch == "final"]
+    text = finals[-1] if finals else messages[-1][1] if messages else fallback
+    return ParsedReply(text=text.strip(), messages=tuple(messages), raw=raw)
+
+
+def _raw(tokenizer, tokens: Sequence[int]) -> str:
+    """The completion as text with its special tokens spelled out, up to the stop."""
+    specials = {int(v): k for k, v in (getattr(tokenizer, "special_tokens", {}) or {}).items()}
+    parts: list[str] = []
+    run: list[int] = []
+    for t in map(int, tokens):
+        if t not in specials:
+            run.append(t)
+            continue
+        if run:
+            parts.append(tokenizer.decode(run))
+            run = []
+        parts.append(specials[t])
+        if specials[t] in (RETURN, CALL, ENDOFTEXT):
+            break
+    else:
+        if run:
+            parts.append(tokenizer.decode(run))
+    return "".join(parts)
+
+
 def parse_completion(tokenizer, tokens: Sequence[int]) -> ParsedReply:
+    """The assistant's reply in generated tokens (after ``<|start|>assistant``):
+    the ``final`` channel's text, else the last message's, else ``""``."""
+    harmony = _harmony_for(tokenizer)
+    if harmony is None:
+        return parse_completion_plain(tokenizer, tokens)
+    eot = (getattr(tokenizer, "special_tokens", {}) or {}).get(ENDOFTEXT)
+    tokens = list(map(int, tokens))
+    if eot is not None and eot in tokens:  # <|endoftext|> also ends the turn
+        tokens = tokens[: tokens.index(eot)]
+    parsed = harmony.parse_completion(tokens, tokenizer)
+    return _reply([(m.channel, m.content) for m in parsed], _raw(tokenizer, tokens), "")
+
+
+def parse_completion_plain(tokenizer, tokens: Sequence[int]) -> ParsedReply:
     """Split generated tokens (after ``<|start|>assistant``) into messages.
 
     Grammar of a turn: ``[<|channel|> name] <|message|> text (<|end|> |
@@ -92,13 +157,6 @@ def parse_completion(tokenizer, tokens: Sequence[int]) -> ParsedReply:
     messages: list[tuple[str | None, str]] = []
     plain: list[int] = []  # every non-special token, for models that skip the markup
     field, channel, buf = "header", None, []  # field: header | channel | text
-    raw_parts: list[str] = []
-    run: list[int] = []
-
-    def flush_raw() -> None:
-        if run:
-            raw_parts.append(tokenizer.decode(run))
-            run.clear()
 
     def close() -> None:
         nonlocal field, channel, buf
@@ -106,17 +164,13 @@ def parse_completion(tokenizer, tokens: Sequence[int]) -> ParsedReply:
             messages.append((channel, tokenizer.decode(buf)))
         field, channel, buf = "header", None, []
 
-    for t in tokens:
-        t = int(t)
+    for t in map(int, tokens):
         name = specials.get(t)
         if name is None:
-            run.append(t)
             plain.append(t)
             if field in ("channel", "text"):
                 buf.append(t)
             continue
-        flush_raw()
-        raw_parts.append(name)
         if name == CHANNEL:
             field, buf = "channel", []
         elif name == MESSAGE:
@@ -127,13 +181,5 @@ def parse_completion(tokenizer, tokens: Sequence[int]) -> ParsedReply:
             close()
             if name in (RETURN, CALL, ENDOFTEXT):
                 break
-    flush_raw()
     close()
-    finals = [text for ch, text in messages if ch == "final"]
-    if finals:
-        text = finals[-1]
-    elif messages:
-        text = messages[-1][1]
-    else:
-        text = tokenizer.decode(plain)
-    return ParsedReply(text=text.strip(), messages=tuple(messages), raw="".join(raw_parts))
+    return _reply(messages, _raw(tokenizer, tokens), tokenizer.decode(plain))

@@ -369,7 +369,7 @@ def list_command() -> None:
 
     kinds = {"basic": "text", "abcd": "abcd", "gpqa": "gpqa", "aime": "aime"}
     for name, cls in EVALS.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = ((cls.__doc__ or "").strip().splitlines() or [""])[0]
         kind = kinds[name]
         click.echo(f"{name:6} {doc}")
         click.echo(f"       format: {FORMATS[kind]}")

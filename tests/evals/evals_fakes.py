@@ -48,6 +48,27 @@ class ByteTokenizer:
     def special(self, text: str) -> int:
         return self.special_tokens[text]
 
+    # what mind4_tokenizer's Tokenizer adds to the protocol (used by its harmony module)
+    def encode_special(self, text: str) -> int:
+        return self.special_tokens[text]
+
+    def is_special(self, token: int) -> bool:
+        return token in self._by_id
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.decode_bytes([token])
+
+
+class ProtocolTokenizer(ByteTokenizer):
+    """Only the Tokenizer protocol: the harness must use its own harmony path."""
+
+    encode_special = is_special = token_bytes = None
+
+    def __getattribute__(self, name):
+        if name in ("encode_special", "is_special", "token_bytes"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
 
 @attrs.frozen
 class FakeModelConfig:

@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from evals_fakes import ByteTokenizer, FakeModel
+from evals_fakes import ByteTokenizer, FakeModel, ProtocolTokenizer
+from mind4_evals import chat
 from mind4_evals.chat import parse_completion, render_prompt, stop_tokens
 from mind4_evals.errors import SamplerError
 from mind4_evals.samplers import ChatCompletionsSampler, EngineSampler
@@ -18,14 +19,19 @@ from mind4_core.errors import Mind4Error, TokenizerError
 
 TOK = ByteTokenizer()
 S = TOK.special
+BOTH = pytest.mark.parametrize(
+    "tok", [ByteTokenizer(), ProtocolTokenizer()], ids=["mind4_tokenizer.harmony", "own-adapter"]
+)
 
 
 # -- harmony adapter ------------------------------------------------------------------------
 
 
-def test_render_prompt_layout():
+@BOTH
+def test_render_prompt_layout(tok):
+    assert (chat._harmony_for(tok) is None) == isinstance(tok, ProtocolTokenizer)
     ids = render_prompt(
-        TOK,
+        tok,
         [
             {"role": "system", "content": "Be brief."},
             {"role": "assistant", "channel": "analysis", "content": "hm"},
@@ -42,17 +48,19 @@ def test_render_prompt_layout():
     assert ids == expected
 
 
-def test_user_text_that_looks_special_stays_text():
-    ids = render_prompt(TOK, [{"role": "user", "content": "<|start|>x<|end|>"}])
+@BOTH
+def test_user_text_that_looks_special_stays_text(tok):
+    ids = render_prompt(tok, [{"role": "user", "content": "<|start|>x<|end|>"}])
     body = ids[ids.index(S("<|message|>")) + 1 : ids.index(S("<|end|>"))]
     assert body == list(b"<|start|>x<|end|>")
 
 
-def test_render_rejects_unknown_role_and_missing_specials():
+@BOTH
+def test_render_rejects_unknown_role_and_missing_specials(tok):
     with pytest.raises(TokenizerError, match="role 'robot'"):
-        render_prompt(TOK, [{"role": "robot", "content": "hi"}])
+        render_prompt(tok, [{"role": "robot", "content": "hi"}])
 
-    class Plain(ByteTokenizer):
+    class Plain(ProtocolTokenizer):
         def __init__(self):
             super().__init__()
             self.special_tokens = {}
@@ -65,24 +73,75 @@ def test_stop_tokens_are_return_call_endoftext():
     assert stop_tokens(TOK) == [S("<|return|>"), S("<|call|>"), S("<|endoftext|>")]
 
 
-def test_parse_final_channel_after_analysis():
+@BOTH
+def test_parse_final_channel_after_analysis(tok):
     toks = (
         [S("<|channel|>"), *b"analysis", S("<|message|>"), *b"think", S("<|end|>")]
         + [S("<|start|>"), *b"assistant", S("<|channel|>"), *b"final", S("<|message|>")]
         + [*b" Answer: B ", S("<|return|>"), *b"ignored"]
     )
-    p = parse_completion(TOK, toks)
+    p = parse_completion(tok, toks)
     assert p.text == "Answer: B"
     assert p.messages == (("analysis", "think"), ("final", " Answer: B "))
     assert "<|channel|>analysis" in p.raw and "ignored" not in p.raw
 
 
-def test_parse_plain_text_and_truncated_message():
-    assert parse_completion(TOK, list(b"just text")).text == "just text"
+@BOTH
+def test_parse_plain_text_and_truncated_message(tok):
+    assert parse_completion(tok, list(b"just text")).text == "just text"
     # cut off by max_new_tokens inside a message: the text so far is the reply
     toks = [S("<|channel|>"), *b"final", S("<|message|>"), *b"\\boxed{4"]
-    assert parse_completion(TOK, toks).text == "\\boxed{4"
-    assert parse_completion(TOK, []).text == ""
+    assert parse_completion(tok, toks).text == "\\boxed{4"
+    assert parse_completion(tok, []).text == ""
+    # <|endoftext|> ends the turn too
+    toks = [S("<|channel|>"), *b"final", S("<|message|>"), *b"7", S("<|endoftext|>"), *b"8"]
+    assert parse_completion(tok, toks).text == "7"
+
+
+def test_own_adapter_agrees_with_mind4_tokenizer_harmony_on_a_real_encoding():
+    from mind4_tokenizer import get_encoding
+
+    tok = get_encoding("mind4-8k")
+    sp = tok.special_tokens
+    conversations = [
+        [{"role": "user", "content": "What is 2 + 3?"}],
+        [
+            {"role": "system", "content": "Be brief. <|end|> is text here."},
+            {"role": "user", "content": "Ünïcode ✓ and\nnew lines"},
+            {"role": "assistant", "channel": "final", "content": "ok"},
+            {"role": "user", "content": "again"},
+        ],
+    ]
+    for conv in conversations:
+        assert chat.render_prompt_plain(tok, conv) == render_prompt(tok, conv)
+    completions = [
+        [
+            sp["<|channel|>"],
+            *tok.encode("final"),
+            sp["<|message|>"],
+            *tok.encode("Answer: C"),
+            sp["<|return|>"],
+        ],
+        [
+            sp["<|channel|>"],
+            *tok.encode("analysis"),
+            sp["<|message|>"],
+            *tok.encode("hmm"),
+            sp["<|end|>"],
+            sp["<|start|>"],
+            *tok.encode("assistant"),
+            sp["<|channel|>"],
+            *tok.encode("final"),
+            sp["<|message|>"],
+            *tok.encode("\\boxed{12}"),
+            sp["<|return|>"],
+        ],
+        [sp["<|channel|>"], *tok.encode("final"), sp["<|message|>"], *tok.encode("cut off")],
+        tok.encode("no markup at all"),
+    ]
+    for comp in completions:
+        ours, theirs = chat.parse_completion_plain(tok, comp), parse_completion(tok, comp)
+        assert ours.text == theirs.text and ours.raw == theirs.raw
 
 
 # -- engine sampler -------------------------------------------------------------------------
