@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -274,10 +274,27 @@ def check_directory(path: str | Path) -> Path:
     return path
 
 
+def _is_canonical_name(name: str) -> bool:
+    return name.startswith(("block.", "embedding.", "unembedding.")) or name == "norm.scale"
+
+
+def check_single_layout(path: Path, table: Mapping[str, TensorInfo]) -> None:
+    """Refuse a checkpoint that mixes canonical and Hugging Face tensor names."""
+    canonical = sorted(n for n in table if _is_canonical_name(n))
+    hf = sorted(n for n in table if n.startswith(("model.", "lm_head.")))
+    if canonical and hf:
+        raise CheckpointError(
+            f"{path} mixes layouts: {len(hf)} tensor(s) use Hugging Face names (e.g. {hf[0]!r}) "
+            f"and {len(canonical)} use canonical gpt-oss names (e.g. {canonical[0]!r}). Keep one "
+            "layout per directory; `mind4 convert` writes either from the other."
+        )
+
+
 def validate_tensors(
     path: Path, cfg: ModelConfig, table: dict[str, TensorInfo]
 ) -> dict[str, TensorInfo | tuple[TensorInfo, TensorInfo]]:
     """Match ``table`` against the canonical layout; return logical name -> entry."""
+    check_single_layout(path, table)
     logical: dict[str, Any] = {}
     used: set[str] = set()
     for exp in expected_tensors(cfg):

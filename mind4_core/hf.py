@@ -44,6 +44,7 @@ from .checkpoint import (
     Checkpoint,
     bf16_bits_to_float32,
     check_directory,
+    check_single_layout,
     expected_tensors,
     read_tensor_table,
     safetensors_files,
@@ -501,22 +502,6 @@ class HFCheckpoint(Checkpoint):
             return super().release(name)
         for info in entry.parts:
             self._files[info.file].release(info.name)
-
-
-def _is_canonical_name(name: str) -> bool:
-    return name.startswith(("block.", "embedding.", "unembedding.")) or name == "norm.scale"
-
-
-def check_single_layout(path: Path, table: Mapping[str, TensorInfo]) -> None:
-    """Refuse a checkpoint that mixes canonical and Hugging Face tensor names."""
-    canonical = sorted(n for n in table if _is_canonical_name(n))
-    hf = sorted(n for n in table if n.startswith(("model.", "lm_head.")))
-    if canonical and hf:
-        raise CheckpointError(
-            f"{path} mixes layouts: {len(hf)} tensor(s) use Hugging Face names (e.g. {hf[0]!r}) "
-            f"and {len(canonical)} use canonical gpt-oss names (e.g. {canonical[0]!r}). Keep one "
-            "layout per directory; `mind4 convert` writes either from the other."
-        )
 
 
 def _expert_storage(path: Path, table: Mapping[str, TensorInfo], link: Link) -> str:
