@@ -300,16 +300,19 @@ def mxfp4_encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # the whole model
 
 
-def forward(weights: Mapping[str, np.ndarray], config, tokens: np.ndarray) -> np.ndarray:
+def forward(
+    weights: Mapping[str, np.ndarray], config, tokens: np.ndarray, trace: dict | None = None
+) -> np.ndarray:
     """Logits ``(B, T, V)`` of ``tokens (B, T)`` (or ``(T,)`` -> ``(T, V)``), from position 0.
 
     ``weights`` maps canonical gpt-oss tensor names to float arrays (MXFP4
     experts already decoded, bf16 already widened); ``config`` is a
-    :class:`mind4_core.config.ModelConfig`.
+    :class:`mind4_core.config.ModelConfig`. A ``trace`` dict, if given,
+    receives ``"router_logits"``: one ``(B, T, E)`` array per layer.
     """
     tokens = np.asarray(tokens, np.int64)
     if tokens.ndim == 1:
-        return forward(weights, config, tokens[None])[0]
+        return forward(weights, config, tokens[None], trace)[0]
     w = weights
     B, T = tokens.shape
     Hq, Hkv, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
@@ -348,6 +351,9 @@ def forward(weights: Mapping[str, np.ndarray], config, tokens: np.ndarray) -> np
         m = f"block.{n}.mlp."
         h = rmsnorm(x, w[m + "norm.scale"], eps).reshape(B * T, -1)  # (N, H)
         x = x + moe(h, w, m, config).reshape(B, T, -1)
+        if trace is not None:
+            router_logits = linear(h, w[m + "gate.weight"], w[m + "gate.bias"])
+            trace.setdefault("router_logits", []).append(router_logits.reshape(B, T, -1))
 
     x = rmsnorm(x, w["norm.scale"], eps)
     return linear(x, w["unembedding.weight"])  # (B, T, V)

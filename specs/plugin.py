@@ -365,3 +365,72 @@ def backend_target(mind4_target: Target) -> Target:
     if mind4_target.backend is None:
         pytest.skip("model-level specs need a backend: pass --mind4-backend NAME")
     return mind4_target
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class SpecModels:
+    """Random checkpoints of :data:`mind4_specs.models.SPEC_CONFIG`, written on first use."""
+
+    def __init__(self, directory: Path, seed: int):
+        self.directory = directory
+        self.seed = seed
+        self._made: dict[str, Any] = {}
+
+    def checkpoint(self, kind: str):
+        """``bf16`` (bf16 dense and experts), ``mxfp4`` (bf16 dense, MXFP4 experts),
+        ``float32`` (everything float32), or ``init`` (made by ``init_checkpoint``)."""
+        from .models import SPEC_CONFIG, SpecCheckpoint, write_spec_checkpoint
+
+        if kind not in self._made:
+            path = self.directory / kind
+            if kind == "init":
+                from mind4_core.checkpoint import open_checkpoint
+                from mind4_core.presets import init_checkpoint
+
+                init_checkpoint(
+                    SPEC_CONFIG, path, seed=self.seed, experts="mxfp4", dtype="bfloat16"
+                )
+                ckpt = open_checkpoint(path)
+                weights = {n: ckpt.float32(n).astype(np.float64) for n in ckpt.names()}
+                ckpt.close()
+                self._made[kind] = SpecCheckpoint(
+                    path, SPEC_CONFIG, weights, {}, "bfloat16", "mxfp4"
+                )
+            else:
+                dtype = "float32" if kind == "float32" else "bfloat16"
+                experts = {"bf16": "bf16", "mxfp4": "mxfp4", "float32": "float32"}[kind]
+                self._made[kind] = write_spec_checkpoint(
+                    path, seed=self.seed, dtype=dtype, experts=experts
+                )
+        return self._made[kind]
+
+
+@pytest.fixture(scope="session")
+def spec_models(tmp_path_factory: pytest.TempPathFactory, mind4_target: Target) -> SpecModels:
+    return SpecModels(tmp_path_factory.mktemp("mind4-spec-models"), mind4_target.seed)
+
+
+@pytest.fixture(scope="session")
+def load_model(backend_target: Target):
+    """``load_model(path, dtype)``: the backend's model through :func:`mind4_core.engine.load`
+    (cached per checkpoint and dtype)."""
+    from mind4_core import engine
+    from mind4_core.config import Config, RuntimeConfig
+
+    cache: dict[tuple[str, str], Any] = {}
+
+    def load(path: Path, dtype: str):
+        key = (str(path), dtype)
+        if key not in cache:
+            runtime = RuntimeConfig(
+                backend=backend_target.backend_name,
+                device=backend_target.device,
+                dtype=dtype,
+                **backend_target.overrides,
+            )
+            cache[key] = engine.load(path, config=Config(runtime=runtime))
+        return cache[key]
+
+    return load
