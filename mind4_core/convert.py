@@ -485,8 +485,14 @@ def convert_command(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, disable=as_json) as bar:
-        task = bar.add_task(f"converting to {to}", total=None)
+    bar = Progress(*columns, console=console, disable=as_json)
+    task = bar.add_task(f"converting to {to}", total=None)
+
+    def start(total: int) -> None:  # the source opened and was validated: show the bar
+        bar.update(task, total=total)
+        bar.start()
+
+    try:
         report = convert_checkpoint(
             src,
             dst,
@@ -495,8 +501,11 @@ def convert_command(
             max_shard_bytes=shard_bytes,
             overwrite=overwrite,
             progress=lambda n: bar.advance(task, n),
-            on_start=lambda total: bar.update(task, total=total),
+            on_start=start,
         )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
