@@ -105,12 +105,14 @@ def run_chat(
         echo("mind4> ", nl=False)
         reply: list[str] = []
         finished = None
-        events = (
-            event
-            for token in session.generate(params, stop_tokens=stops)
-            for event in parser.feed(token)
-        )
-        for event in (*events, *parser.finish()):
+
+        def events():
+            # streamed: each token's events are shown before the next token is generated
+            for token in session.generate(params, stop_tokens=stops):
+                yield from parser.feed(token)
+            yield from parser.finish()
+
+        for event in events():
             if isinstance(event, TextDelta) and event.channel in (None, "final"):
                 echo(event.text, nl=False)
                 reply.append(event.text)
