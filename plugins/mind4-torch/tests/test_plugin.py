@@ -85,7 +85,10 @@ def test_backend_through_the_core_manager(tmp_path):
             components={"attention": "torch"},
         )
         assert isinstance(rt, protocols.Runtime)
-        assert rt.device == "cpu" and rt.dtype == "float32"  # auto -> cpu here, float32 on cpu
+        from mind4_torch.runtime import DEFAULT_DTYPE, resolve_device
+
+        auto = resolve_device("auto")  # cuda > mps > cpu; the default dtype follows the device
+        assert rt.device == str(auto) and rt.dtype == DEFAULT_DTYPE[auto.type]
         cache = rt.new_cache(1, 16)
         logits = rt.forward(np.array([[1, 2, 3]]), cache, 0)
         token = sampler.sample(logits, SamplingParams(temperature=0.0), sampler.generator(0))
