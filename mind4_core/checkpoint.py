@@ -314,7 +314,7 @@ def validate_tensors(
             logical[exp.name] = info
         elif exp.mxfp4_ok and f"{exp.name}.blocks" in table and f"{exp.name}.scales" in table:
             blocks, scales = table[f"{exp.name}.blocks"], table[f"{exp.name}.scales"]
-            used |= {blocks.name, scales.name}
+            used |= {f"{exp.name}.blocks", f"{exp.name}.scales"}
             for part in (blocks, scales):
                 if part.dtype != "U8":
                     raise CheckpointError(
