@@ -101,6 +101,10 @@ typedef struct mind4_model_options {
      * logits, which mind4_sampler_sample / mind4_context_sample reject with
      * MIND4_INVALID_ARGUMENT. Default: 1. */
     uint32_t check_finite;
+    /* non-NULL: config.json text used instead of the checkpoint directory's
+     * own config.json (a caller that validated or overrode the config). */
+    const char* config_json;
+    size_t config_json_size;
 } mind4_model_options;
 
 typedef struct mind4_model mind4_model;

@@ -292,7 +292,7 @@ static char* dup_string(const char* s) {
     return p;
 }
 
-mind4_status m4_checkpoint_open_path(const char* dir, m4_checkpoint* out) {
+mind4_status m4_checkpoint_open_path(const char* dir, const char* config_json, size_t config_size, m4_checkpoint* out) {
     if (!dir || !out) return m4_fail(MIND4_INVALID_ARGUMENT, "checkpoint path is NULL");
     m4_checkpoint ck;
     memset(&ck, 0, sizeof ck);
@@ -306,7 +306,15 @@ mind4_status m4_checkpoint_open_path(const char* dir, m4_checkpoint* out) {
         st = m4_fail(MIND4_OUT_OF_MEMORY, "out of memory");
         goto fail;
     }
-    {
+    if (config_json) {
+        free(config_path);
+        if (config_size > M4_MAX_CONFIG_BYTES) {
+            st = m4_fail(MIND4_CORRUPT_FILE, "config.json: larger than the %u bytes allowed", M4_MAX_CONFIG_BYTES);
+        } else {
+            st = m4_config_parse(config_json, config_size, "config.json (given)", &ck.config);
+        }
+        if (st != MIND4_SUCCESS) goto fail;
+    } else {
         char* text = NULL;
         size_t size = 0;
         st = m4_read_file(config_path, M4_MAX_CONFIG_BYTES, &text, &size);

@@ -33,7 +33,8 @@ typedef struct m4_checkpoint {
     bool* used;                    /* by_name[i] belongs to a canonical weight */
 } m4_checkpoint;
 
-mind4_status m4_checkpoint_open_path(const char* dir, m4_checkpoint* out);
+/* config_json may be NULL: read dir/config.json */
+mind4_status m4_checkpoint_open_path(const char* dir, const char* config_json, size_t config_size, m4_checkpoint* out);
 mind4_status m4_checkpoint_open_memory(const char* config_json, size_t config_size, const void* safetensors,
                                        size_t safetensors_size, m4_checkpoint* out);
 void m4_checkpoint_close(m4_checkpoint* ckpt);

@@ -92,6 +92,16 @@ mind4_status m4_config_parse(const char* text, size_t size, const char* what, mi
         }
         *dst = v->number;
     }
+    if (!m4j_get(root, "max_context_length") && m4j_get(root, "initial_context_length")) {
+        /* as mind4_core: the YaRN-extended context, int(initial * factor) */
+        double extended = (double)c.initial_context_length * c.rope_scaling_factor;
+        if (extended > (double)(1u << 24)) {
+            st = m4_fail(MIND4_CONFIG_MISMATCH, "%s: initial_context_length * rope_scaling_factor exceeds %u", what,
+                         1u << 24);
+            goto done;
+        }
+        c.max_context_length = extended >= 1.0 ? (uint32_t)extended : 1;
+    }
     if (c.num_attention_heads % c.num_key_value_heads != 0) {
         st = m4_fail(MIND4_CONFIG_MISMATCH, "%s: num_key_value_heads (%u) must divide num_attention_heads (%u)", what,
                      c.num_key_value_heads, c.num_attention_heads);

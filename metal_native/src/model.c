@@ -259,7 +259,8 @@ mind4_status mind4_model_create_from_path(const char* checkpoint_dir, const mind
     if (!checkpoint_dir || !model_out) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_model_create_from_path: NULL argument");
     mind4_model* m = (mind4_model*)calloc(1, sizeof *m);
     if (!m) return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory");
-    mind4_status st = m4_checkpoint_open_path(checkpoint_dir, &m->ckpt);
+    mind4_status st = m4_checkpoint_open_path(checkpoint_dir, options ? options->config_json : NULL,
+                                              options ? options->config_json_size : 0, &m->ckpt);
     if (st != MIND4_SUCCESS) {
         free(m);
         return st;
