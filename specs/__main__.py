@@ -12,7 +12,7 @@ import sys
 import click
 
 from .plugin import COMPONENT_KINDS, DTYPES
-from .runner import pytest_args, render_summary, run_specs
+from .runner import spec_args, render_summary, run_specs
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,7 +51,7 @@ def main(
     if not backend and not components:
         raise click.UsageError("choose a backend (--backend NAME or MIND4_BACKEND) or a component")
     extra = ("-qq", "--no-header", "--no-summary") if quiet else ("-q",)
-    args = pytest_args(
+    args = spec_args(
         backend, components=components, device=device, dtypes=dtypes, seed=seed, select=select,
         extra=extra + tuple(pytest_extra),
     )  # fmt: skip

@@ -79,7 +79,7 @@ def plugin_autoloaded() -> bool:
     return any(ep.value == PLUGIN_MODULE for ep in metadata.entry_points(group="pytest11"))
 
 
-def pytest_args(
+def spec_args(
     backend: str | None = None,
     *,
     components: dict[str, str] | None = None,
