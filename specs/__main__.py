@@ -12,7 +12,7 @@ import sys
 import click
 
 from .plugin import COMPONENT_KINDS, DTYPES
-from .runner import spec_args, render_summary, run_specs
+from .runner import render_summary, run_specs, spec_args
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

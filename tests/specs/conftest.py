@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from mind4_specs.runner import run_specs, spec_args
 
 from mind4_core.plugins import temporary_plugin
-from mind4_specs.runner import spec_args, run_specs
 
 
 @contextlib.contextmanager
