@@ -16,15 +16,15 @@ What it decides:
   cannot run here (its ``availability`` check);
 - **what is expected to fail**: the backend record's ``xfail`` mapping, spec id
   pattern -> reason. A spec id is ``COMPONENT::TEST[PARAMS]``, for example
-  ``attention::test_matches_oracle[bfloat16-decode_window]``; patterns use
-  :mod:`fnmatch` (``sampler::test_frequencies*``);
+  ``attention::test_matches_oracle[bfloat16-decode_window]``; a pattern may use
+  ``*`` and ``?`` wildcards (brackets are literal): ``attention::*[bfloat16-*]``;
 - **tolerances**: ``BackendRecord.tolerances[dtype]`` (relative error).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
+import re
 import os
 from pathlib import Path
 from typing import Any
@@ -251,6 +251,12 @@ def is_spec(item: pytest.Item) -> bool:
     return item.getparent(SpecModule) is not None
 
 
+def matches(pattern: str, sid: str) -> bool:
+    """Whether spec id ``sid`` matches an xfail ``pattern`` (``*``/``?`` wildcards only)."""
+    regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.fullmatch(regex, sid) is not None
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "dtype" in metafunc.fixturenames and metafunc.module.__name__.startswith(
         "mind4_specs.specs_"
@@ -284,7 +290,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 )
             )
         for pattern, reason in declared.items():
-            if fnmatch.fnmatchcase(sid, pattern):
+            if matches(pattern, sid):
                 item.add_marker(
                     pytest.mark.xfail(
                         reason=f"declared by {target.backend_name}: {reason}", strict=False
