@@ -8,8 +8,9 @@ A training config is a YAML mapping of sections::
     training:   {context_length: 256, batch_size: 16, grad_accumulation: 1, max_steps: ..., seed: 0}
     optimizer:  {lr: 3.0e-3, min_lr: ..., warmup_steps: ..., weight_decay: 0.1, ...}
     moe:        {aux_loss_coef: 0.01}
-    eval:       {interval: 250, max_tokens: null}
-    checkpoint: {out_dir: runs/default, interval: 500, export_experts: mxfp4, ...}
+    eval:       {interval: 100, max_tokens: null, batch_size: 16}
+    checkpoint: {out_dir: runs/default, interval: 100, export_experts: mxfp4, ...}
+    log:        {progress: true, print_interval: 25}
 
 Every field of every section is documented in ``config/train.yaml`` itself; a
 missing field takes the default below, so :func:`default_config` and that file
@@ -161,11 +162,11 @@ class TrainingConfig:
     #: tokens per training sequence (the model predicts each from the ones before it)
     context_length: int = _field(256, positive_int)
     #: sequences per micro-batch, per process
-    batch_size: int = _field(16, positive_int)
+    batch_size: int = _field(8, positive_int)
     #: micro-batches whose gradients are summed before one optimiser step
     grad_accumulation: int = _field(1, positive_int)
     #: optimiser steps in the whole run
-    max_steps: int = _field(3000, positive_int)
+    max_steps: int = _field(800, positive_int)
     #: seeds the initial weights and the order of training batches
     seed: int = _field(0, non_negative_int)
     #: auto = cuda if present (one GPU per process under torchrun), else cpu
@@ -185,7 +186,7 @@ class OptimizerConfig:
     #: learning rate at the end of the cosine decay
     min_lr: float = _field(3.0e-4, non_negative_number)
     #: steps of linear warm-up from 0 to ``lr``
-    warmup_steps: int = _field(100, non_negative_int)
+    warmup_steps: int = _field(50, non_negative_int)
     #: AdamW decoupled weight decay, applied to matrices (not biases, norms, sinks)
     weight_decay: float = _field(0.1, non_negative_number)
     #: AdamW (beta1, beta2)
@@ -216,7 +217,7 @@ class EvalConfig:
     SECTION = "eval"
 
     #: steps between validation passes (also run at the end); 0 = only at the end
-    interval: int = _field(250, non_negative_int)
+    interval: int = _field(100, non_negative_int)
     #: validation tokens scored per pass; null = the whole validation split
     max_tokens: int | None = _field(None, optional(positive_int))
     #: sequences per validation forward pass
@@ -230,7 +231,7 @@ class CheckpointConfig:
     #: run directory: checkpoint/, model/, log.csv, log.jsonl, loss.png
     out_dir: str = _field("runs/default", non_empty_str)
     #: steps between checkpoints (also written at the end and on Ctrl-C); 0 = only then
-    interval: int = _field(500, non_negative_int)
+    interval: int = _field(100, non_negative_int)
     #: storage of the expert matrices in the exported model/ (checkpoint/ is float32)
     export_experts: str = _field("mxfp4", one_of("mxfp4", "bf16", "float32"))
     #: storage of the other matrices in model/ (norm scales stay float32)
@@ -244,7 +245,7 @@ class LogConfig:
     #: show a rich progress bar (a plain line per ``print_interval`` when not a terminal)
     progress: bool = _field(True, boolean)
     #: steps between plain progress lines when output is not a terminal
-    print_interval: int = _field(50, positive_int)
+    print_interval: int = _field(25, positive_int)
 
 
 SECTIONS: dict[str, type] = {
@@ -293,6 +294,9 @@ class TrainConfig:
     log: LogConfig = attrs.field(factory=LogConfig)
     #: where the config came from (a file path or "defaults"), for messages
     source: str = attrs.field(default="defaults", eq=False)
+    #: the YAML file it was read from (None: the defaults) and the --set overrides
+    path: str | None = attrs.field(default=None, eq=False)
+    overrides: tuple[str, ...] = attrs.field(default=(), eq=False, converter=tuple)
 
     @property
     def out_dir(self) -> Path:
@@ -348,12 +352,12 @@ def default_config() -> TrainConfig:
 #: the embedded default model's shape (gpt-oss architecture at laptop scale)
 DEFAULT_MODEL: dict[str, Any] = {
     "preset": None,
-    "hidden_size": 192,
+    "hidden_size": 128,
     "num_hidden_layers": 4,
-    "num_attention_heads": 6,
+    "num_attention_heads": 4,
     "num_key_value_heads": 2,
     "head_dim": 32,
-    "intermediate_size": 192,
+    "intermediate_size": 128,
     "num_experts": 4,
     "experts_per_token": 2,
     "initial_context_length": 256,
@@ -521,7 +525,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
             raise ConfigError(f"{source}: expected a mapping of sections")
         data = apply_overrides(data, overrides)
         source = f"{source} (with --set)"
-    return parse_config(data, source, lines)
+    config = parse_config(data, source, lines)
+    return attrs.evolve(config, path=None if path is None else str(path), overrides=overrides)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

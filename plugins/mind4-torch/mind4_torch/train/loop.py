@@ -200,8 +200,11 @@ class Trainer:
         progress: bool | None = None,
         on_step: Callable[[int, dict[str, Any]], None] | None = None,
         console: Any = None,
+        save: bool = True,
     ):
         self.cfg = config
+        #: False: write no checkpoint, export or log (benchmarks)
+        self.write_files = save
         self.resume = resume
         self.show_progress = config.log.progress if progress is None else progress
         self.on_step = on_step
@@ -305,6 +308,8 @@ class Trainer:
     def save(self, step: int) -> Path | None:
         """Checkpoint after ``step`` optimiser steps (rank 0 writes; all ranks wait)."""
         target = self.cfg.out_dir / "checkpoint"
+        if not self.write_files:
+            return None
         error: Exception | None = None
         if self.dist.main:
             opt_tensors, adam_steps = self._optimizer_tensors()
@@ -466,13 +471,13 @@ class Trainer:
         self.tokens_seen, self.elapsed_before, self.saved_step = 0, 0.0, None
         start = self._restore() if self.resume else 0
 
-        if self.dist.main:
+        if self.dist.main and self.write_files:
             out.mkdir(parents=True, exist_ok=True)
             (out / "train.yaml").write_text(
                 yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8"
             )
         log = RunLog(out)
-        if self.dist.main:
+        if self.dist.main and self.write_files:
             log.start(start if self.resume else None)
 
         model = self.model
@@ -563,7 +568,8 @@ class Trainer:
                     "elapsed_s": elapsed(),
                 }
                 if self.dist.main:
-                    log.append(row)
+                    if self.write_files:
+                        log.append(row)
                     progress.update(step, row)
                 if self.on_step:
                     self.on_step(step, row)
@@ -573,7 +579,7 @@ class Trainer:
                 if done or (cfg.eval.interval and step % cfg.eval.interval == 0):
                     val_loss, val_bpb = self.evaluate()
                     last_eval_step = step
-                    if self.dist.main:
+                    if self.dist.main and self.write_files:
                         log.append(
                             {
                                 "kind": "eval",
@@ -585,6 +591,7 @@ class Trainer:
                             }
                         )
                         log.plot()
+                    if self.dist.main:
                         progress.note(
                             f"step {step}: validation loss {val_loss:.4f}, {val_bpb:.4f} bits/byte"
                         )
@@ -599,10 +606,10 @@ class Trainer:
                     interrupted = True
                     break
 
-        if self.dist.main:
+        if self.dist.main and self.write_files:
             log.plot()
         model_dir = None
-        if not interrupted and step == tc.max_steps and self.dist.main:
+        if not interrupted and step == tc.max_steps and self.dist.main and self.write_files:
             model_dir = state_mod.export_model(
                 out / "model",
                 self.model_config,
@@ -611,16 +618,21 @@ class Trainer:
                 dtype=cfg.checkpoint.export_dtype,
                 tokenizer=cfg.encoding,
             )
-        if self.saved_step is None and step > start:  # e.g. max_steps already reached
+        if (
+            self.saved_step is None and step > start and self.write_files
+        ):  # e.g. max_steps already reached
             self.elapsed = elapsed()
             self.save(step)
         self._barrier()
         if interrupted:
+            again = " ".join(
+                ["mind4 train", *([cfg.path] if cfg.path else [])]
+                + [f"--set {o}" for o in cfg.overrides]
+                + ["--resume"]
+            )
             self.say(
-                f"stopped at step {step}; checkpoint saved in {out / 'checkpoint'}. Continue with: "
-                f"mind4 train {cfg.source if cfg.source != 'defaults' else ''} --resume".replace(
-                    "  ", " "
-                )
+                f"stopped at step {step}; checkpoint saved in {out / 'checkpoint'}. "
+                f"Continue with: {again}"
             )
         elif last_eval_step == step and val_loss is not None:
             self.say(
