@@ -24,8 +24,8 @@ What it decides:
 from __future__ import annotations
 
 import importlib
-import re
 import os
+import re
 from pathlib import Path
 from typing import Any
 
