@@ -243,9 +243,17 @@ class MetalRuntime:
 def factory(
     *, checkpoint, config: Config | None = None, components: Mapping[str, Any] | None = None
 ) -> MetalRuntime:
-    """The backend record's factory."""
-    dtype = (config.runtime.dtype if config is not None else None) or "float32"
-    device = config.runtime.device if config is not None else "cpu"
+    """The backend record's factory.
+
+    The dtype is the one the engine resolved: components are created with it
+    (the engine does not write it back into ``config``), so a component's
+    ``dtype`` wins over ``config.runtime.dtype``."""
+    runtime_config = getattr(config, "runtime", None)
+    dtype = None
+    for component in (components or {}).values():
+        dtype = dtype or getattr(component, "dtype", None)
+    dtype = dtype or getattr(runtime_config, "dtype", None) or "float32"
+    device = getattr(runtime_config, "device", "cpu") or "cpu"
     if device not in ("auto", "cpu"):
         raise ConfigError(f"the metal backend runs on the cpu here, not {device!r}")
     return MetalRuntime(checkpoint, dtype=dtype)

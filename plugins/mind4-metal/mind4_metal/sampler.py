@@ -58,6 +58,7 @@ class MetalSampler:
 
     def __init__(self, device=None, dtype=None):
         self.device = "cpu"
+        self.dtype = dtype or "float32"  # the dtype the engine resolved for this load
 
     def generator(self, seed: int | None) -> MetalGenerator:
         return MetalGenerator(seed)
