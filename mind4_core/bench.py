@@ -153,4 +153,64 @@ def run_bench(
         return result
 
 
-__all__ = ["run_bench", "get_preset"]
+def run_compare(
+    backends: list[str],
+    *,
+    preset: str = "small",
+    checkpoint: str | None = None,
+    dtype: str | None = None,
+    experts: str | None = None,
+    backend: str | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """:func:`run_bench` for each backend on one checkpoint (made once from ``preset``
+    when none is given). A backend that cannot run here gives a row with ``error``."""
+    from .errors import Mind4Error
+
+    if not backends:
+        raise Mind4Error("--compare needs at least one backend name, e.g. --compare torch,triton")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mind4-bench-") as tmp:
+        name = Path(checkpoint).name if checkpoint else preset
+        if checkpoint is None:
+            experts = experts or ("mxfp4" if preset.startswith("gpt-oss") else "bf16")
+            storage = "float32" if dtype == "float32" else "bfloat16"
+            checkpoint = str(
+                init_checkpoint(preset, Path(tmp) / preset, seed=0, experts=experts, dtype=storage)
+            )
+        for name_ in backends:
+            try:
+                result = run_bench(checkpoint=checkpoint, backend=name_, dtype=dtype, **options)
+            except Mind4Error as exc:
+                result = {"backend": name_, "error": str(exc)}
+            result["preset"] = name
+            results.append(result)
+    return results
+
+
+def print_compare(results: list[dict[str, Any]]) -> None:
+    """One table: a row per measure, a column per backend."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"mind4 bench --compare: {results[0].get('preset', '')}")
+    table.add_column("measure")
+    for r in results:
+        table.add_column(
+            f"{r['backend']}\n{r.get('device', '')} {r.get('dtype', '')}", justify="right"
+        )
+    keys: list[str] = []
+    for r in results:
+        keys += [
+            k for k in r if k not in keys and k not in ("backend", "device", "dtype", "preset")
+        ]
+    for key in keys:
+        cells = []
+        for r in results:
+            value = r.get(key, "-")
+            cells.append(f"{value:,.2f}" if isinstance(value, float) else str(value))
+        table.add_row(key, *cells)
+    Console().print(table)
+
+
+__all__ = ["get_preset", "print_compare", "run_bench", "run_compare"]

@@ -34,6 +34,10 @@ BUILTIN_LAZY = {
         "mind4_core.lab:lab_group",
         "Instruments: explain, routing, attention maps, logit lens.",
     ),
+    "explain": (
+        "mind4_core.lab:explain_command",
+        "Generate and explain each token: probability, alternatives, what sampling cut.",
+    ),
 }
 
 
@@ -200,7 +204,12 @@ def load_model(options: dict[str, Any], defaults: dict[str, Any] | None = None):
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object instead of streaming text."
 )
-def run(prompt: str | None, as_json: bool, **options: Any) -> None:
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Explain each token: probability, top alternatives, what sampling cut (mind4 explain).",
+)
+def run(prompt: str | None, as_json: bool, explain: bool, **options: Any) -> None:
     """Generate text after PROMPT, streaming it as it comes.
 
     PROMPT "-" reads standard input. Without PROMPT a short default is used.
@@ -221,6 +230,11 @@ def run(prompt: str | None, as_json: bool, **options: Any) -> None:
         options, defaults={"sampling": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 64}}
     )
     params = config.sampling
+    if explain:
+        from .lab import run_explain
+
+        run_explain(model, prompt, params, as_json=as_json)
+        return
     stops = model.stop_tokens()
     tokens = model.generate(prompt, params, stop_tokens=stops, stream=True)
     if as_json:
@@ -415,18 +429,37 @@ def init(preset: str, out: str, seed: int, experts: str | None, dtype: str) -> N
 )
 @click.option("--batch", default=1, show_default=True, help="Decode batch size.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--compare", help="Comma-separated backends to run on one checkpoint, one table.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), help="Save decode tokens/s vs context as a PNG."
+)
 @click.option("--json", "as_json", is_flag=True)
-def bench(as_json: bool, **options: Any) -> None:
+def bench(as_json: bool, compare: str | None, plot: str | None, **options: Any) -> None:
     """Measure prefill and decode tokens/s and peak memory.
 
     \b
     Examples:
       mind4 bench --preset small --device cpu --dtype float32 --json
       mind4 bench --backend triton --preset gpt-oss-20b --experts mxfp4
+      mind4 bench --compare torch,triton --contexts 128,1024,4096 --plot decode.png
     """
-    from .bench import run_bench
+    from .bench import print_compare, run_bench, run_compare
 
-    result = run_bench(**options)
+    if compare:
+        results = run_compare([b.strip() for b in compare.split(",") if b.strip()], **options)
+    else:
+        results = [run_bench(**options)]
+    if plot:
+        from .lab_plots import plot_bench
+
+        plot_bench(results, plot)
+    if compare:
+        if as_json:
+            click.echo(json.dumps(results, indent=2))
+        else:
+            print_compare(results)
+        return
+    result = results[0]
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
