@@ -262,7 +262,7 @@ class _FakeServer(ThreadingHTTPServer):
 @pytest.fixture
 def server():
     srv = _FakeServer()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
