@@ -208,9 +208,36 @@ def _examples_single(r: EvalResult) -> str:
     return html
 
 
+def _verdict(e: ExampleResult | None) -> str:
+    if e is None:
+        return '<span class="muted">—</span>'
+    if e.failed:
+        return '<span class="bad">failed</span>'
+    if e.correct_answer is None:
+        return "ok"
+    got = escape(str(e.extracted)) if e.extracted is not None else "—"
+    return f'<span class="ok">✓ {got}</span>' if e.score else f'<span class="bad">✗ {got}</span>'
+
+
 def _examples_compare(runs: Sequence[Run], name: str) -> str:
+    html = ""
+    windows = [
+        [e for e in run.results[name].examples if e.meta.get("kind") == "window"]
+        if name in run.results
+        else []
+        for run in runs
+    ]
+    if any(windows):  # text windows depend on each run's tokenizer: listed per run
+        for run, ws in zip(runs, windows, strict=True):
+            blocks = "".join(_example_block(e) for e in ws)
+            html += (
+                f"<details><summary>{escape(run.label)}: {len(ws)} scored text windows</summary>"
+                f"{blocks}</details>"
+            )
     per_run = [
-        {(e.id, e.repeat): e for e in run.results[name].examples} if name in run.results else {}
+        {(e.id, e.repeat): e for e in run.results[name].examples if e.meta.get("kind") != "window"}
+        if name in run.results
+        else {}
         for run in runs
     ]
     keys = list(dict.fromkeys(k for d in per_run for k in d))
@@ -223,15 +250,18 @@ def _examples_compare(runs: Sequence[Run], name: str) -> str:
         for run, e in zip(runs, got, strict=True):
             inner = _example_block(e) if e is not None else '<span class="muted">not run</span>'
             cells.append(f"<div><b>{escape(run.label)}</b>{inner}</div>")
+        verdicts = " · ".join(
+            f"{escape(run.label)} {_verdict(e)}" for run, e in zip(runs, got, strict=True)
+        )
         block = (
             f'<details class="{"diff" if differ else ""}"><summary>'
             f"{'<b>differ</b> · ' if differ else ''}<code>{escape(key[0])}</code>"
-            f"{f' · repeat {key[1]}' if key[1] else ''}</summary>"
+            f"{f' · repeat {key[1]}' if key[1] else ''} · {verdicts}</summary>"
             f'<div class="side">{"".join(cells)}</div></details>'
         )
         (blocks_diff if differ else blocks_same).append(block)
     head = f"<p>{len(blocks_diff)} of {len(keys)} examples differ between runs (listed first).</p>"
-    return head + "".join(blocks_diff + blocks_same)
+    return html + head + "".join(blocks_diff + blocks_same)
 
 
 def _groups_table(runs: Sequence[Run], name: str) -> str:
