@@ -90,7 +90,15 @@ def spec_args(
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The pytest command line that runs the specs against a target."""
-    args = ["--pyargs", "mind4_specs", "-p", "no:cacheprovider"]
+    # python -m mind4_specs has imported the package before pytest could rewrite its asserts
+    args = [
+        "--pyargs",
+        "mind4_specs",
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "ignore::pytest.PytestAssertRewriteWarning",
+    ]
     if not plugin_autoloaded():
         args += ["-p", PLUGIN_MODULE]
     if backend:
