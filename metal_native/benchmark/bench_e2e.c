@@ -1,0 +1,135 @@
+/* bench_e2e.c - end-to-end prefill and decode tokens/s of a random
+ * gpt-oss-architecture model (default: the 64M-parameter "small" shape:
+ * vocab 8192, hidden 512, 8 layers, 8 heads of 64, 2 KV heads, 8 experts
+ * top-2, intermediate 512, window 128).
+ *
+ *   bench_e2e [--dtype f32|bf16] [--experts f32|bf16|mxfp4] [--threads 2]
+ *             [--prefill 512] [--decode 256] [--reps 3] [--dir CHECKPOINT]
+ *
+ * --dir loads a checkpoint directory instead of building a model in memory.
+ * Decode: tokens appended and processed one at a time after a prefill of
+ * --prefill tokens; the reported figure is the median of --reps runs. */
+#include "bench_util.h"
+#include "ckpt_builder.h"
+
+static int cmp_double(const void* a, const void* b) {
+    double x = *(const double*)a, y = *(const double*)b;
+    return (x > y) - (x < y);
+}
+
+static void die(mind4_status st, const char* what) {
+    if (st != MIND4_SUCCESS) {
+        fprintf(stderr, "%s: %s: %s\n", what, mind4_status_string(st), mind4_last_error());
+        exit(1);
+    }
+}
+
+int main(int argc, char** argv) {
+    const char* dtype = arg_str(argc, argv, "--dtype", "f32");
+    const char* experts = arg_str(argc, argv, "--experts", dtype);
+    const char* dir = arg_str(argc, argv, "--dir", NULL);
+    uint32_t threads = (uint32_t)arg_int(argc, argv, "--threads", 2);
+    size_t prefill = (size_t)arg_int(argc, argv, "--prefill", 512);
+    size_t decode = (size_t)arg_int(argc, argv, "--decode", 256);
+    int reps = (int)arg_int(argc, argv, "--reps", 3);
+    if (reps < 1 || reps > 64) reps = 3;
+    const char* st_dense = strcmp(dtype, "bf16") == 0 ? "BF16" : "F32";
+    const char* st_experts = strcmp(experts, "mxfp4") == 0 ? "MXFP4" : (strcmp(experts, "bf16") == 0 ? "BF16" : "F32");
+
+    mind4_model_options o;
+    mind4_model_options_init(&o);
+    o.num_threads = threads;
+    mind4_model* model = NULL;
+    cb_model cb;
+    memset(&cb, 0, sizeof cb);
+    double t0 = now_seconds();
+    if (dir) {
+        die(mind4_model_create_from_path(dir, &o, &model), dir);
+    } else {
+        mind4_model_config c;
+        memset(&c, 0, sizeof c);
+        c.vocab_size = 8192;
+        c.hidden_size = 512;
+        c.num_hidden_layers = 8;
+        c.num_attention_heads = 8;
+        c.num_key_value_heads = 2;
+        c.head_dim = 64;
+        c.intermediate_size = 512;
+        c.num_experts = 8;
+        c.experts_per_token = 2;
+        c.initial_context_length = 4096;
+        c.max_context_length = 4096;
+        c.sliding_window = 128;
+        c.rope_theta = 150000.0;
+        c.rope_scaling_factor = 1.0;
+        c.rope_ntk_alpha = 1.0;
+        c.rope_ntk_beta = 32.0;
+        c.swiglu_limit = 7.0;
+        c.rms_norm_eps = 1e-5;
+        cb_random_model(&cb, &c, st_dense, st_experts, 1, false);
+        cb_build_image(&cb, 0);
+        for (size_t i = 0; i < cb.n; i++) { /* keep only the image */
+            free(cb.t[i].bytes);
+            cb.t[i].bytes = NULL;
+        }
+        die(mind4_model_create_from_memory(cb.config_json, strlen(cb.config_json), cb.image, cb.image_size, &o, &model),
+            "model");
+    }
+    double load = now_seconds() - t0;
+    mind4_model_config c;
+    mind4_model_get_config(model, &c);
+    uint64_t total = 0, per_token = 0;
+    mind4_model_get_weight_bytes(model, &total, &per_token);
+    mind4_dtype dd, de;
+    mind4_model_get_dtypes(model, &dd, &de);
+    uint32_t nthreads = 0;
+    mind4_model_get_num_threads(model, &nthreads);
+    printf("model: %s, dense %s, experts %s, %u threads, isa %s, %.1f MB of weights, %.1f MB read per decoded token, "
+           "load %.2f s\n",
+           dir ? dir : "random 64M (small)", mind4_dtype_string(dd), mind4_dtype_string(de), nthreads,
+           m4_isa_name(m4_kernels_isa()), (double)total / 1e6, (double)per_token / 1e6, load);
+
+    size_t ctx_tokens = prefill + decode + 1;
+    mind4_context* ctx = NULL;
+    die(mind4_context_create(model, ctx_tokens, &ctx), "context");
+    uint32_t* tokens = (uint32_t*)malloc(ctx_tokens * sizeof(uint32_t));
+    for (size_t i = 0; i < ctx_tokens; i++) tokens[i] = (uint32_t)(m4_splitmix64(i) % c.vocab_size);
+    mind4_sampler* sampler = NULL;
+    die(mind4_sampler_create(&sampler), "sampler");
+    die(mind4_sampler_set_params(sampler, 0.0f, 0, 1.0f), "sampler");
+
+    double* prefill_s = (double*)calloc((size_t)reps, sizeof(double));
+    double* decode_s = (double*)calloc((size_t)reps, sizeof(double));
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up (page faults, caches) */
+        die(mind4_context_reset(ctx, NULL, 0), "reset");
+        die(mind4_context_append_tokens(ctx, tokens, prefill), "append");
+        double a = now_seconds();
+        die(mind4_context_process(ctx), "prefill");
+        double b = now_seconds();
+        for (size_t i = 0; i < decode; i++) {
+            uint32_t next;
+            die(mind4_context_sample(ctx, sampler, &next), "sample");
+            die(mind4_context_append_tokens(ctx, &next, 1), "append");
+            die(mind4_context_process(ctx), "decode");
+        }
+        double d = now_seconds();
+        if (r >= 0) {
+            prefill_s[r] = b - a;
+            decode_s[r] = d - b;
+        }
+    }
+    qsort(prefill_s, (size_t)reps, sizeof(double), cmp_double);
+    qsort(decode_s, (size_t)reps, sizeof(double), cmp_double);
+    double p = prefill_s[reps / 2], dcd = decode_s[reps / 2];
+    printf("prefill: %zu tokens in %.4f s = %.0f tok/s\n", prefill, p, (double)prefill / p);
+    if (decode) {
+        printf("decode:  %zu tokens in %.4f s = %.0f tok/s (%.1f GB/s of weights)\n", decode, dcd,
+               (double)decode / dcd, (double)per_token * (double)decode / dcd / 1e9);
+    }
+    mind4_sampler_release(sampler);
+    mind4_context_release(ctx);
+    mind4_model_release(model);
+    cb_free(&cb);
+    free(tokens), free(prefill_s), free(decode_s);
+    return 0;
+}
