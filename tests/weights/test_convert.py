@@ -51,8 +51,9 @@ def test_small_pieces_give_the_same_files(make_canonical, tmp_path, monkeypatch)
     ).read_bytes()
 
 
-def test_quantising_to_mxfp4_reports_its_error(make_canonical, tmp_path):
-    src = make_canonical(experts="float32")
+@pytest.mark.parametrize("experts", ["float32", "bf16"])
+def test_quantising_to_mxfp4_reports_its_error(make_canonical, tmp_path, experts):
+    src = make_canonical(experts=experts)
     report = convert_checkpoint(src, tmp_path / "q", to="canonical", experts="mxfp4")
     dense, q = open_checkpoint(src), open_checkpoint(tmp_path / "q")
     rows = {r["tensor"]: r for r in report.quantisation}
