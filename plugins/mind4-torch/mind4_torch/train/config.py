@@ -530,7 +530,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``["training.max_steps=10", "model.preset=tiny"]`` applied to a YAML mapping."""
+    """``["training.max_steps=10", "model.preset=tiny"]`` applied to a YAML mapping.
+
+    ``model.preset=NAME`` replaces the whole model section by that preset (the
+    file's model fields would otherwise override the preset's); ``model.x=...``
+    given after it adjusts the preset."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -543,6 +547,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         parts = key.strip().split(".")
         if len(parts) == 1:
             data[parts[0]] = value
+        elif parts[:2] == ["model", "preset"] and len(parts) == 2:
+            # a preset replaces the model section; later --set model.x refine it
+            data["model"] = {"preset": value}
         elif len(parts) == 2:
             section = data.get(parts[0])
             if section is None:
