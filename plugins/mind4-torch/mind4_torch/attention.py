@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .errors import InputError
+from .util import cast, float32
 
 #: most float32 scores one chunk of queries may hold (bounds prefill memory)
 MAX_SCORES = 1 << 24
@@ -118,21 +119,25 @@ class TorchAttention:
         B, T, Hq, D = q.shape
         S, Hkv = k.shape[1], k.shape[2]
         G = Hq // Hkv
-        qh = q.float().reshape(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4)  # (B, Hkv, G, T, D)
-        qh = qh.reshape(B, Hkv, G * T, D)  # (B, Hkv, G·T, D)
-        kh = k.float().permute(0, 2, 3, 1)  # (B, Hkv, D, S)
-        vh = v.float().permute(0, 2, 1, 3)  # (B, Hkv, S, D)
+        if T == 1:  # decode: (B, 1, Hq, D) is already (B, Hkv, G, D)
+            qh = float32(q).reshape(B, Hkv, G, D)
+        else:
+            qh = float32(q).reshape(B, T, Hkv, G, D).permute(0, 2, 3, 1, 4)  # (B, Hkv, G, T, D)
+            qh = qh.reshape(B, Hkv, G * T, D)  # (B, Hkv, G·T, D)
+        kh = float32(k).permute(0, 2, 3, 1)  # (B, Hkv, D, S)
+        vh = float32(v).permute(0, 2, 1, 3)  # (B, Hkv, S, D)
 
         scores = torch.matmul(qh, kh).view(B, Hkv, G, T, S)  # (B, Hkv, G, T, S)
         scores.mul_(sm_scale)
         if not all_visible(T, S, offset, window):
             visible = visibility(T, S, offset, window, q.device)  # (B|1, T, S)
             scores.masked_fill_(~visible[:, None, None], float("-inf"))
-        sink = sinks.float().view(1, Hkv, G, 1, 1).expand(B, Hkv, G, T, 1)
+        sink = float32(sinks).view(1, Hkv, G, 1, 1).expand(B, Hkv, G, T, 1)
         probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[
             ..., :S
         ]  # (B, Hkv, G, T, S)
 
         o = torch.matmul(probs.reshape(B, Hkv, G * T, S), vh)  # (B, Hkv, G·T, D)
-        o = o.view(B, Hkv, G, T, D).permute(0, 3, 1, 2, 4)  # (B, T, Hkv, G, D)
-        return o.reshape(B, T, Hq, D).to(q.dtype)
+        if T > 1:
+            o = o.view(B, Hkv, G, T, D).permute(0, 3, 1, 2, 4)  # (B, T, Hkv, G, D)
+        return cast(o.reshape(B, T, Hq, D), q.dtype)

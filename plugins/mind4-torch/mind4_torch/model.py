@@ -34,6 +34,7 @@ from .attention import TorchAttention
 from .errors import ContextOverflowError, InputError
 from .moe import TorchMoE, load_balancing_loss
 from .moe import experts as moe_experts
+from .util import cast, float32
 
 __all__ = [
     "AttentionBlock",
@@ -63,8 +64,8 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(dim, dtype=torch.float32, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., H) -> (..., H)
-        t = F.rms_norm(x.float(), (x.shape[-1],), self.scale, self.eps)
-        return t.to(x.dtype)
+        t = F.rms_norm(float32(x), (x.shape[-1],), self.scale, self.eps)
+        return cast(t, x.dtype)
 
 
 def yarn_inv_freq(config: ModelConfig) -> tuple[np.ndarray, float]:
@@ -127,10 +128,10 @@ class RotaryEmbedding(nn.Module):
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate ``x (B, T, heads, D)``: ``(x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)``."""
-        t = x.float()
+        t = float32(x)
         x1, x2 = t.chunk(2, dim=-1)  # (B, T, heads, D/2) each
         swapped = torch.cat((x2, x1), dim=-1)  # (B, T, heads, D)
-        return (t * cos + swapped * sin).to(x.dtype)
+        return cast(torch.addcmul(t * cos, swapped, sin), x.dtype)  # t cos + swapped sin
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ class KVCache:
         # zeros, not empty: keys past a row's offset are masked, but NaN garbage would leak
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)  # per-layer views
 
     @property
     def batch_size(self) -> int:
@@ -220,14 +222,15 @@ class KVCache:
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, offsets: Offsets) -> None:
         """Store ``k, v (B, T, Hkv, D)`` at positions ``offset .. offset+T-1`` of each row."""
         T = k.shape[1]
+        k_cache, v_cache = self.k_layers[layer], self.v_layers[layer]  # (B, max_tokens, Hkv, D)
         if isinstance(offsets.value, int):
-            self.k[layer, :, offsets.value : offsets.value + T] = k
-            self.v[layer, :, offsets.value : offsets.value + T] = v
+            k_cache[:, offsets.value : offsets.value + T].copy_(k)
+            v_cache[:, offsets.value : offsets.value + T].copy_(v)
         else:
             rows = torch.arange(k.shape[0], device=k.device)[:, None]  # (B, 1)
             cols = offsets.value[:, None] + torch.arange(T, device=k.device)  # (B, T)
-            self.k[layer].index_put_((rows, cols), k)
-            self.v[layer].index_put_((rows, cols), v)
+            k_cache.index_put_((rows, cols), k)
+            v_cache.index_put_((rows, cols), v)
 
     def visible(
         self, layer: int, offsets: Offsets, T: int, window: int | None
@@ -240,8 +243,8 @@ class KVCache:
         """
         end = offsets.hi + T
         start = max(0, offsets.lo - window + 1) if window else 0
-        k = self.k[layer, :, start:end]  # (B, S, Hkv, D), S = end - start
-        v = self.v[layer, :, start:end]
+        k = self.k_layers[layer][:, start:end]  # (B, S, Hkv, D), S = end - start
+        v = self.v_layers[layer][:, start:end]
         return k, v, offsets.value - start
 
 

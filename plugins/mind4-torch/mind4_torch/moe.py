@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .util import float32
 
 #: FP4 E2M1 code -> value (low nibble = even element); see REFERENCE.md
 FP4_VALUES = (
@@ -46,7 +47,7 @@ def route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tens
         raise InputError(f"router logits must have shape (N, E), got {tuple(router_logits.shape)}")
     if not 0 < k <= router_logits.shape[1]:
         raise InputError(f"cannot route to k={k} of {router_logits.shape[1]} experts")
-    top, indices = torch.topk(router_logits.float(), k, dim=-1, sorted=True)  # (N, k)
+    top, indices = torch.topk(float32(router_logits), k, dim=-1, sorted=True)  # (N, k)
     return indices, torch.softmax(top, dim=-1)
 
 
@@ -54,7 +55,8 @@ def swiglu(h: torch.Tensor, limit: float) -> torch.Tensor:
     """Clamped SwiGLU of interleaved ``h (..., 2I)`` -> ``(..., I)``."""
     glu = h[..., 0::2].clamp(max=limit)
     lin = h[..., 1::2].clamp(-limit, limit)
-    return glu * torch.sigmoid(1.702 * glu) * (lin + 1)
+    g = glu * torch.sigmoid(1.702 * glu)
+    return torch.addcmul(g, g, lin)  # g * (lin + 1)
 
 
 def experts(
@@ -75,11 +77,26 @@ def experts(
         h = F.linear(xe, mlp1_weight[e], mlp1_bias[e])  # (n, 2I)
         return F.linear(swiglu(h, swiglu_limit), mlp2_weight[e], mlp2_bias[e])  # (n, H)
 
-    if N == 1 and not torch.is_grad_enabled():  # decode: k experts, no grouping
-        out = None
-        for e, w in zip(indices[0].tolist(), weights[0].tolist(), strict=True):
+    if N == 1 and not torch.is_grad_enabled():  # decode: one token, its k experts only
+        chosen = sorted(
+            zip(indices.tolist()[0], weights.tolist()[0], strict=True)
+        )  # ascending experts
+        experts_, gates = [e for e, _ in chosen], [g for _, g in chosen]
+        picked = [
+            evenly_spaced(w, experts_) for w in (mlp1_weight, mlp1_bias, mlp2_weight, mlp2_bias)
+        ]
+        if all(p is not None for p in picked):  # the k experts as strided views: batched matmuls
+            w1, b1, w2, b2 = picked  # (k, 2I, H), (k, 2I), (k, H, I), (k, H)
+            h = torch.baddbmm(b1.unsqueeze(1), x.expand(k, 1, -1), w1.transpose(1, 2))  # (k, 1, 2I)
+            y = torch.baddbmm(
+                b2.unsqueeze(1), swiglu(h, swiglu_limit), w2.transpose(1, 2)
+            )  # (k, 1, H)
+            gate = torch.tensor([gates], dtype=y.dtype, device=y.device)  # (1, k)
+            return torch.mm(gate, y.view(k, -1))  # (1, H)
+        out = None  # packed or oddly spaced experts: one at a time
+        for e, g in chosen:
             y = expert(e, x)  # (1, H)
-            out = y.mul_(w) if out is None else out.add_(y, alpha=w)
+            out = y.mul_(g) if out is None else out.add_(y, alpha=g)
         return out
 
     # group the N·k (token, expert) pairs by expert
@@ -97,6 +114,22 @@ def experts(
             out.index_add_(0, rows, y)
             start += n
     return out
+
+
+def evenly_spaced(w, experts_: list[int]) -> torch.Tensor | None:
+    """``w[experts_]`` as a view without copying, when the ascending expert ids are evenly
+    spaced (always so for k <= 2): one strided batch a batched matmul reads in place.
+    ``None`` when they are not, or ``w`` is not a plain tensor (packed MXFP4)."""
+    if not isinstance(w, torch.Tensor):
+        return None
+    step = experts_[1] - experts_[0] if len(experts_) > 1 else 1
+    if any(b - a != step for a, b in zip(experts_, experts_[1:])):
+        return None
+    return w.as_strided(
+        (len(experts_), *w.shape[1:]),
+        (step * w.stride(0), *w.stride()[1:]),
+        w.storage_offset() + experts_[0] * w.stride(0),
+    )
 
 
 def check_experts(x, indices, weights, w1, b1, w2, b2) -> None:
