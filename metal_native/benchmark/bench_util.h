@@ -2,9 +2,6 @@
 #ifndef BENCH_UTIL_H
 #define BENCH_UTIL_H
 
-#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
-#define _POSIX_C_SOURCE 200809L
-#endif
 
 #include <stdio.h>
 #include <stdlib.h>

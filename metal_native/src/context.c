@@ -76,7 +76,7 @@ mind4_status mind4_context_create(mind4_model* model, size_t max_tokens, mind4_c
     ctx->rope_cos = floats(C, D / 2, &ok);
     ctx->rope_sin = floats(C, D / 2, &ok);
     size_t widest = M4_MAX(M4_MAX(H, I), nq * D);
-    ctx->scratch_per_thread = M4_MAX(m4_matmul_scratch_floats(widest), m4_sdpa_scratch_floats(max_tokens));
+    ctx->scratch_per_thread = M4_MAX(m4_matmul_scratch_floats(widest), m4_sdpa_scratch_floats(D));
     ctx->scratch_per_thread = (ctx->scratch_per_thread + 15) & ~(size_t)15;
     ctx->scratch = floats(m4_pool_size(model->pool), ctx->scratch_per_thread, &ok);
     ctx->jobs = (m4_matmul_job*)m4_alloc(E * sizeof(m4_matmul_job));

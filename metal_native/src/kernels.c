@@ -324,61 +324,109 @@ void m4_rope_apply(float* x, size_t T, size_t row_stride, size_t num_heads, size
     }
 }
 
-size_t m4_sdpa_scratch_floats(size_t max_keys) { return max_keys + 64; }
+#define SDPA_BQ 16  /* queries of one head per work item */
+#define SDPA_BK 128 /* keys per block */
+
+size_t m4_sdpa_scratch_floats(size_t head_dim) { return SDPA_BQ * SDPA_BK + SDPA_BQ * head_dim + 2 * SDPA_BQ + 64; }
 
 typedef struct sdpa_task {
     const m4_sdpa_args* a;
     m4_dynamic work;
 } sdpa_task;
 
-static void sdpa_one(const m4_sdpa_args* a, size_t t, size_t h, float* scores) {
+/* A block of query rows that share one KV head: either tokens [t0, t0 + nq)
+ * of head h (prefill), or heads [h, h + nq) of token t0 (decode: the heads of
+ * a GQA group read each key and value once). */
+typedef struct sdpa_rows {
+    size_t h, t0, nq;
+    bool heads; /* rows are heads of one token */
+} sdpa_rows;
+
+static void sdpa_block(const m4_sdpa_args* a, sdpa_rows rows, float* scratch) {
     const m4_isa_kernels* K = m4_kernels();
-    size_t D = a->D, group = a->Hq / a->Hkv, g = h / group;
-    size_t p = a->offset + t;
-    size_t start = (a->window > 0 && p + 1 > a->window) ? p + 1 - a->window : 0;
-    size_t n = p + 1 - start;
-    const float* q = a->q + t * a->q_stride + h * D;
-    const float* k = a->k + (start * a->Hkv + g) * D;
-    const float* v = a->v + (start * a->Hkv + g) * D;
-    size_t kv_stride = a->Hkv * D;
-    float sink = a->sinks[h];
-    float m = sink;
-    for (size_t j = 0; j < n; j++) {
-        float s = K->dot(q, k + j * kv_stride, D) * a->sm_scale;
-        scores[j] = s;
-        if (s > m) m = s;
+    size_t D = a->D, g = rows.h / (a->Hq / a->Hkv), ldkv = a->Hkv * D, nq = rows.nq;
+    float* S = scratch;                       /* [BQ, BK] scores */
+    float* acc = S + SDPA_BQ * SDPA_BK;       /* [BQ, D] unnormalised outputs */
+    float* m = acc + SDPA_BQ * D;             /* [BQ] running max (scaled units) */
+    float* l = m + SDPA_BQ;                   /* [BQ] running sum */
+    size_t pos_step = rows.heads ? 0 : 1;
+    size_t p_first = a->offset + rows.t0, p_last = p_first + (nq - 1) * pos_step;
+    size_t lo = (a->window > 0 && p_first + 1 > a->window) ? p_first + 1 - a->window : 0;
+    const float* q = a->q + rows.t0 * a->q_stride + rows.h * D;
+    size_t ldq = rows.heads ? D : a->q_stride;
+    const float* kbase = a->k + g * D;
+    const float* vbase = a->v + g * D;
+    for (size_t r = 0; r < nq; r++) {
+        m[r] = a->sinks[rows.heads ? rows.h + r : rows.h]; /* the sink joins the softmax: exp(0) = 1 */
+        l[r] = 1.0f;
     }
-    float denom = expf(sink - m);
-    for (size_t j = 0; j < n; j++) {
-        float e = expf(scores[j] - m);
-        scores[j] = e;
-        denom += e;
+    memset(acc, 0, nq * D * sizeof(float));
+    for (size_t s0 = lo; s0 <= p_last; s0 += SDPA_BK) {
+        size_t nk = M4_MIN((size_t)SDPA_BK, p_last + 1 - s0);
+        /* S[r, j] = q_r . k_{s0 + j} */
+        K->gemm_f32(kbase + s0 * ldkv, ldkv, D, q, ldq, nq, NULL, S, SDPA_BK, 0, nk);
+        for (size_t r = 0; r < nq; r++) {
+            size_t p = p_first + r * pos_step;
+            size_t first = (a->window > 0 && p + 1 > a->window) ? p + 1 - a->window : 0;
+            size_t jlo = first > s0 ? first - s0 : 0;
+            if (p < s0 || jlo >= nk) continue; /* no visible key in this block */
+            size_t jhi = M4_MIN(p - s0, nk - 1);
+            size_t n = jhi - jlo + 1;
+            float* row = S + r * SDPA_BK + jlo;
+            float mx = K->max(row, n) * a->sm_scale;
+            float mnew = mx > m[r] ? mx : m[r];
+            float alpha = expf(m[r] - mnew);
+            float sum = K->exp_sum(row, n, a->sm_scale, mnew);
+            float* o = acc + r * D;
+            if (alpha != 1.0f) {
+                for (size_t d = 0; d < D; d++) o[d] *= alpha;
+            }
+            l[r] = l[r] * alpha + sum;
+            m[r] = mnew;
+            K->pv(row, n, vbase + (s0 + jlo) * ldkv, ldkv, o, D);
+        }
     }
-    float* out = a->out + (t * a->Hq + h) * D;
-    memset(out, 0, D * sizeof(float));
-    for (size_t j = 0; j < n; j++) K->axpy(scores[j], v + j * kv_stride, out, D);
-    float inv = 1.0f / denom;
-    for (size_t d = 0; d < D; d++) out[d] *= inv;
+    for (size_t r = 0; r < nq; r++) {
+        float inv = 1.0f / l[r];
+        size_t t = rows.heads ? rows.t0 : rows.t0 + r, h = rows.heads ? rows.h + r : rows.h;
+        float* out = a->out + (t * a->Hq + h) * D;
+        for (size_t d = 0; d < D; d++) out[d] = acc[r * D + d] * inv;
+    }
 }
 
 static void sdpa_worker(void* arg, size_t index, size_t count) {
     (void)count;
     sdpa_task* task = (sdpa_task*)arg;
     const m4_sdpa_args* a = task->a;
-    float* scores = a->scratch + index * a->scratch_floats_per_thread;
-    size_t b, e;
+    float* scratch = a->scratch + index * a->scratch_floats_per_thread;
+    size_t group = a->Hq / a->Hkv, b, e;
     while (m4_dynamic_next(&task->work, &b, &e)) {
-        for (size_t i = b; i < e; i++) sdpa_one(a, i / a->Hq, i % a->Hq, scores);
+        for (size_t i = b; i < e; i++) {
+            sdpa_rows rows;
+            if (a->T == 1) { /* item i: a chunk of at most BQ heads of one GQA group */
+                size_t chunks = (group + SDPA_BQ - 1) / SDPA_BQ, g = i / chunks, c = i % chunks;
+                rows.h = g * group + c * SDPA_BQ;
+                rows.nq = M4_MIN((size_t)SDPA_BQ, group - c * SDPA_BQ);
+                rows.t0 = 0;
+                rows.heads = true;
+            } else { /* item i: head i % Hq, query block i / Hq */
+                rows.h = i % a->Hq;
+                rows.t0 = (i / a->Hq) * SDPA_BQ;
+                rows.nq = M4_MIN((size_t)SDPA_BQ, a->T - rows.t0);
+                rows.heads = false;
+            }
+            sdpa_block(a, rows, scratch);
+        }
     }
 }
 
 void m4_sdpa(m4_pool* pool, const m4_sdpa_args* args) {
     sdpa_task task;
     task.a = args;
-    size_t pairs = args->T * args->Hq;
-    size_t threads = m4_pool_size(pool);
-    size_t chunk = pairs / (threads * 8);
-    m4_dynamic_init(&task.work, pairs, chunk ? chunk : 1);
+    size_t group = args->Hq / args->Hkv;
+    size_t items = args->T == 1 ? args->Hkv * ((group + SDPA_BQ - 1) / SDPA_BQ)
+                                : ((args->T + SDPA_BQ - 1) / SDPA_BQ) * args->Hq;
+    m4_dynamic_init(&task.work, items, 1);
     m4_pool_run(pool, sdpa_worker, &task);
 }
 
@@ -411,16 +459,8 @@ void m4_topk_softmax(const float* logits, size_t T, size_t E, size_t k, uint32_t
 }
 
 void m4_swiglu(const float* h, size_t T, size_t I, float limit, float* out) {
-    for (size_t t = 0; t < T; t++) {
-        const float* ht = h + t * 2 * I;
-        float* ot = out + t * I;
-        for (size_t i = 0; i < I; i++) {
-            float glu = ht[2 * i], lin = ht[2 * i + 1];
-            glu = fminf(glu, limit);
-            lin = fminf(fmaxf(lin, -limit), limit);
-            ot[i] = glu / (1.0f + expf(-1.702f * glu)) * (lin + 1.0f);
-        }
-    }
+    const m4_isa_kernels* K = m4_kernels();
+    for (size_t t = 0; t < T; t++) K->swiglu_row(h + t * 2 * I, I, limit, out + t * I);
 }
 
 /* ------------------------------------------------------------- random */

@@ -100,7 +100,9 @@ void m4_rope_apply(float* x, size_t T, size_t row_stride, size_t num_heads, size
  * q [T, Hq, D] (token stride q_stride); k, v caches [S, Hkv, D] hold keys for positions 0..offset+T-1;
  * query t sits at position offset + t and sees keys s <= it (and, with
  * window > 0, s > position - window). out [T, Hq, D]. scratch: per thread
- * m4_sdpa_scratch_floats(S) floats. */
+ * m4_sdpa_scratch_floats(D) floats. Computed flash-style: blocks of queries of
+ * one head against blocks of keys, with a running max and sum (the sink is the
+ * initial max), so memory does not grow with the context. */
 typedef struct m4_sdpa_args {
     const float* q;
     size_t q_stride; /* floats between consecutive tokens of q (>= Hq * D) */
@@ -114,7 +116,8 @@ typedef struct m4_sdpa_args {
     size_t scratch_floats_per_thread;
 } m4_sdpa_args;
 void m4_sdpa(m4_pool* pool, const m4_sdpa_args* args);
-size_t m4_sdpa_scratch_floats(size_t max_keys);
+/* per-thread scratch of m4_sdpa (flash-style blocks: independent of the keys) */
+size_t m4_sdpa_scratch_floats(size_t head_dim);
 
 /* Router: top-k of logits [T, E] (descending, lower index first on ties) and
  * the softmax over those k. indices, weights: [T, k]. */
@@ -160,6 +163,14 @@ typedef struct m4_isa_kernels {
     float (*dot)(const float* a, const float* b, size_t n);
     /* y += a * x over n floats */
     void (*axpy)(float a, const float* x, float* y, size_t n);
+    /* max of n >= 1 floats */
+    float (*max)(const float* x, size_t n);
+    /* x[i] = exp(x[i] * scale - m), returns the sum (exp of -inf is 0) */
+    float (*exp_sum)(float* x, size_t n, float scale, float m);
+    /* out[d] += sum_s p[s] * v[s * ldv + d] for d < D */
+    void (*pv)(const float* p, size_t n, const float* v, size_t ldv, float* out, size_t D);
+    /* clamped SwiGLU of one interleaved row h [2I] -> out [I] */
+    void (*swiglu_row)(const float* h, size_t I, float limit, float* out);
 } m4_isa_kernels;
 
 const m4_isa_kernels* m4_kernels(void);

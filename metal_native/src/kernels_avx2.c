@@ -1,6 +1,7 @@
 /* kernels_avx2.c - AVX2 + FMA versions of the hot loops. Compiled with
  * -mavx2 -mfma (or /arch:AVX2) and only called after a run-time CPU check. */
 #include <immintrin.h>
+#include <math.h>
 
 #include "kernels.h"
 
@@ -256,6 +257,124 @@ static void mxfp4_row_avx2(const uint8_t* blocks, const uint8_t* scales, size_t 
     }
 }
 
+static float max_avx2(const float* x, size_t n) {
+    size_t i = 0;
+    float r = x[0];
+    if (n >= 8) {
+        __m256 m = _mm256_loadu_ps(x);
+        for (i = 8; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        r = _mm_cvtss_f32(h);
+    }
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+/* exp(x) to ~1 ulp (Cephes expf polynomial on [-ln2/2, ln2/2]); 0 below
+ * -87.3 (and for -inf), clamped at 88 (inputs here are <= 0). */
+static inline __m256 exp256(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.0f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+static float exp_sum_avx2(float* x, size_t n, float scale, float m) {
+    __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp256(_mm256_fmsub_ps(_mm256_loadu_ps(x + i), vs, vm));
+        _mm256_storeu_ps(x + i, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    float s = hsum(sum);
+    if (i < n) { /* tail through a padded vector */
+        float tmp[8] = {0};
+        for (size_t j = i; j < n; j++) tmp[j - i] = x[j] * scale - m;
+        for (size_t j = n - i; j < 8; j++) tmp[j] = -INFINITY;
+        __m256 e = exp256(_mm256_loadu_ps(tmp));
+        _mm256_storeu_ps(tmp, e);
+        for (size_t j = i; j < n; j++) {
+            x[j] = tmp[j - i];
+            s += tmp[j - i];
+        }
+    }
+    return s;
+}
+
+/* out[:D] += p @ v: 64 output floats live in 8 registers per pass. */
+static void pv_avx2(const float* p, size_t n, const float* v, size_t ldv, float* out, size_t D) {
+    size_t d0 = 0;
+    for (; d0 + 64 <= D; d0 += 64) {
+        __m256 o0 = _mm256_loadu_ps(out + d0), o1 = _mm256_loadu_ps(out + d0 + 8);
+        __m256 o2 = _mm256_loadu_ps(out + d0 + 16), o3 = _mm256_loadu_ps(out + d0 + 24);
+        __m256 o4 = _mm256_loadu_ps(out + d0 + 32), o5 = _mm256_loadu_ps(out + d0 + 40);
+        __m256 o6 = _mm256_loadu_ps(out + d0 + 48), o7 = _mm256_loadu_ps(out + d0 + 56);
+        for (size_t s = 0; s < n; s++) {
+            const float* vs = v + s * ldv + d0;
+            __m256 w = _mm256_broadcast_ss(p + s);
+            o0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vs), o0);
+            o1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vs + 8), o1);
+            o2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vs + 16), o2);
+            o3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vs + 24), o3);
+            o4 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vs + 32), o4);
+            o5 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vs + 40), o5);
+            o6 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vs + 48), o6);
+            o7 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vs + 56), o7);
+        }
+        _mm256_storeu_ps(out + d0, o0);
+        _mm256_storeu_ps(out + d0 + 8, o1);
+        _mm256_storeu_ps(out + d0 + 16, o2);
+        _mm256_storeu_ps(out + d0 + 24, o3);
+        _mm256_storeu_ps(out + d0 + 32, o4);
+        _mm256_storeu_ps(out + d0 + 40, o5);
+        _mm256_storeu_ps(out + d0 + 48, o6);
+        _mm256_storeu_ps(out + d0 + 56, o7);
+    }
+    if (d0 < D) {
+        for (size_t s = 0; s < n; s++) axpy_avx2(p[s], v + s * ldv + d0, out + d0, D - d0);
+    }
+}
+
+static void swiglu_row_avx2(const float* h, size_t I, float limit, float* out) {
+    const __m256 lim = _mm256_set1_ps(limit), nlim = _mm256_set1_ps(-limit), one = _mm256_set1_ps(1.0f);
+    const __m256 k = _mm256_set1_ps(-1.702f);
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    size_t i = 0;
+    for (; i + 8 <= I; i += 8) {
+        /* 16 interleaved values -> 8 glu (even) and 8 lin (odd) */
+        __m256 a = _mm256_permutevar8x32_ps(_mm256_loadu_ps(h + 2 * i), even);     /* g0 g1 g2 g3 l0 l1 l2 l3 */
+        __m256 b = _mm256_permutevar8x32_ps(_mm256_loadu_ps(h + 2 * i + 8), even); /* g4..g7 l4..l7 */
+        __m256 glu = _mm256_permute2f128_ps(a, b, 0x20);
+        __m256 lin = _mm256_permute2f128_ps(a, b, 0x31);
+        glu = _mm256_min_ps(glu, lim);
+        lin = _mm256_min_ps(_mm256_max_ps(lin, nlim), lim);
+        __m256 sig = _mm256_div_ps(glu, _mm256_add_ps(one, exp256(_mm256_mul_ps(k, glu))));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(sig, _mm256_add_ps(lin, one)));
+    }
+    for (; i < I; i++) {
+        float glu = h[2 * i], lin = h[2 * i + 1];
+        glu = glu < limit ? glu : limit;
+        lin = lin < -limit ? -limit : (lin > limit ? limit : lin);
+        out[i] = glu / (1.0f + expf(-1.702f * glu)) * (lin + 1.0f);
+    }
+}
+
 const m4_isa_kernels m4_avx2_kernels = {
-    gemm_f32_avx2, gemv_bf16_avx2, gemv_mxfp4_avx2, bf16_to_f32_avx2, mxfp4_row_avx2, dot_avx2, axpy_avx2,
+    gemm_f32_avx2, gemv_bf16_avx2, gemv_mxfp4_avx2, bf16_to_f32_avx2, mxfp4_row_avx2, dot_avx2,
+    axpy_avx2,     max_avx2,       exp_sum_avx2,    pv_avx2,          swiglu_row_avx2,
 };

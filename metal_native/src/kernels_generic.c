@@ -1,6 +1,8 @@
 /* kernels_generic.c - portable versions of the ISA-specific hot loops.
  * Reductions keep 8 independent lanes so compilers vectorise them without
  * -ffast-math (lane-wise arithmetic, combined at the end). */
+#include <math.h>
+
 #include "kernels.h"
 
 #define LANES 8
@@ -104,7 +106,43 @@ static void gemv_mxfp4_generic(const uint8_t* blocks, const uint8_t* scales, siz
     }
 }
 
+static float max_generic(const float* x, size_t n) {
+    float m[LANES];
+    size_t i = 0;
+    for (int j = 0; j < LANES; j++) m[j] = x[0];
+    for (; i + LANES <= n; i += LANES) {
+        for (int j = 0; j < LANES; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    }
+    float r = m[0];
+    for (int j = 1; j < LANES; j++) r = m[j] > r ? m[j] : r;
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+static float exp_sum_generic(float* x, size_t n, float scale, float m) {
+    float s = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] * scale - m);
+        s += x[i];
+    }
+    return s;
+}
+
+static void pv_generic(const float* p, size_t n, const float* v, size_t ldv, float* out, size_t D) {
+    for (size_t s = 0; s < n; s++) axpy_generic(p[s], v + s * ldv, out, D);
+}
+
+static void swiglu_row_generic(const float* h, size_t I, float limit, float* out) {
+    for (size_t i = 0; i < I; i++) {
+        float glu = h[2 * i], lin = h[2 * i + 1];
+        glu = glu < limit ? glu : limit;
+        lin = lin < -limit ? -limit : (lin > limit ? limit : lin);
+        out[i] = glu / (1.0f + expf(-1.702f * glu)) * (lin + 1.0f);
+    }
+}
+
 const m4_isa_kernels m4_generic_kernels = {
-    gemm_f32_generic, gemv_bf16_generic, gemv_mxfp4_generic, bf16_to_f32_generic,
-    mxfp4_row_generic, dot_generic,      axpy_generic,
+    gemm_f32_generic, gemv_bf16_generic, gemv_mxfp4_generic, bf16_to_f32_generic, mxfp4_row_generic,
+    dot_generic,      axpy_generic,      max_generic,        exp_sum_generic,     pv_generic,
+    swiglu_row_generic,
 };
