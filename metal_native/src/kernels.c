@@ -513,6 +513,20 @@ static void sift_down(m4_sample_entry* h, size_t n, size_t i) {
     }
 }
 
+/* Heap whose root is the earliest entry in sample order (the best one). */
+static void sift_down_best(m4_sample_entry* h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && entry_before(&h[l], &h[w])) w = l;
+        if (r < n && entry_before(&h[r], &h[w])) w = r;
+        if (w == i) return;
+        m4_sample_entry t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
 /* Move the k first entries (in sample order) to w[0..k), in any order. */
 static void select_top(m4_sample_entry* w, size_t n, size_t k) {
     for (size_t i = k / 2; i-- > 0;) sift_down(w, k, i);
@@ -542,17 +556,30 @@ static double kept_entries(const float* logits, size_t V, float temperature, uin
     }
     size_t n = V;
     if (top_k > 0 && top_k < V) {
-        select_top(work, V, top_k);
+        select_top(work, V, top_k); /* the k first in sample order, any order */
         n = top_k;
     }
-    if (n < V || top_p < 1.0f) qsort(work, n, sizeof *work, compare_entries);
     if (top_p < 1.0f) {
-        double mass = 0.0, norm = 0.0;
+        /* pop best-first from a heap until the popped mass reaches top_p of
+         * the candidates' mass: O(V + kept log V) instead of a full sort */
+        double norm = 0.0, mass = 0.0;
         for (size_t i = 0; i < n; i++) norm += (double)work[i].p;
-        size_t keep = 0;
-        while (keep < n && mass < (double)top_p * norm) { /* preceding mass < top_p */
-            mass += (double)work[keep].p;
-            keep++;
+        double target = (double)top_p * norm;
+        for (size_t i = n / 2; i-- > 0;) sift_down_best(work, n, i);
+        size_t end = n;
+        while (end > 0 && mass < target) { /* preceding mass < top_p: keep the next best */
+            m4_sample_entry best = work[0];
+            work[0] = work[end - 1];
+            work[end - 1] = best;
+            mass += (double)best.p;
+            end--;
+            sift_down_best(work, end, 0);
+        }
+        size_t keep = n - end; /* kept: work[end..n), best last */
+        for (size_t i = 0; i < keep && i < n - 1 - i; i++) { /* to the front, best first */
+            m4_sample_entry t = work[i];
+            work[i] = work[n - 1 - i];
+            work[n - 1 - i] = t;
         }
         n = keep ? keep : 1;
     }
