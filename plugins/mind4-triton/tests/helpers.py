@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
+
+#: float32 and float16 everywhere; bfloat16 only compiled on a GPU (the interpreter's
+#: bf16 tl.dot is wrong)
+ON_GPU = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if ON_GPU else [])
 
 #: ‖out − ref‖/‖ref‖ allowed per dtype of the kernel's inputs
 TOL = {torch.float32: 2e-3, torch.float16: 5e-3, torch.bfloat16: 2e-2}

@@ -11,9 +11,7 @@ import torch
 from mind4_specs import oracle
 from mind4_triton.kernels.attention import attention
 
-from helpers import TOL, f64, rel_err
-
-DTYPES = [torch.float32, torch.float16]
+from helpers import DTYPES, TOL, f64, rel_err
 
 
 def make(B, T, S, Hq, Hkv, D, dtype, device, seed):

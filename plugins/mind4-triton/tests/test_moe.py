@@ -9,7 +9,7 @@ import torch
 from mind4_specs import oracle
 from mind4_triton.kernels import moe
 
-from helpers import TOL, f64, rel_err
+from helpers import DTYPES, TOL, f64, rel_err
 
 
 def test_route_topk_softmax_and_ties(device):
@@ -23,7 +23,7 @@ def test_route_topk_softmax_and_ties(device):
     assert rel_err(w, ref_w) < 1e-6
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_gate_route_fused(dtype, device):
     g = torch.Generator().manual_seed(1)
     N, H, E, k = 20, 48, 6, 2
@@ -85,7 +85,7 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
     return W1, b1, W2, b2, w1_ref, w2_ref
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mxfp4", [False, True])
 @pytest.mark.parametrize(
     "N,cfg",

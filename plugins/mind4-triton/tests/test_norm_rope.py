@@ -11,10 +11,10 @@ from mind4_specs import oracle
 from mind4_triton.kernels import rmsnorm as rn
 from mind4_triton.kernels.rope import rope_qkv, rope_table
 
-from helpers import TOL, f64, rel_err
+from helpers import DTYPES, TOL, f64, rel_err
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("H", [64, 100])
 def test_rmsnorm_modes(dtype, H, device):
     g = torch.Generator().manual_seed(H)
@@ -49,7 +49,7 @@ def test_rmsnorm_modes(dtype, H, device):
     assert rel_err(out, oracle.rmsnorm(ref_x, f64(scale), eps)) < TOL[dtype]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("yarn", [False, True])
 def test_rope_qkv_split_and_cache_write(dtype, yarn, device):
     cfg = ModelConfig(

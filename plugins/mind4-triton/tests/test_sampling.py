@@ -43,10 +43,10 @@ def test_greedy_lowest_index_on_ties(device):
     assert tokens.dtype == np.int64 and list(tokens) == [int(x[0].argmax()), 3]
 
 
-@pytest.mark.parametrize("params", PARAMS[2:])  # top-p alone, top-k + top-p
+@pytest.mark.parametrize("params", PARAMS)
 def test_draws_follow_the_distribution(params, device):
-    """300 rows of the same logits in one launch: frequencies vs probabilities."""
-    V, n = 12, 300
+    """2000 rows of the same logits in one launch: frequencies vs probabilities."""
+    V, n = 12, 2000
     x = logits_with_ties(V, seed=1)[1:].repeat(n, 1).to(device)
     s = TritonSampler(device)
     tokens = s.sample(x, params, s.generator(123))
@@ -55,7 +55,7 @@ def test_draws_follow_the_distribution(params, device):
         x[0].cpu().double().numpy(), params.temperature, params.top_k, params.top_p
     )
     assert (freq[ref == 0] == 0).all(), "drew a token the distribution excludes"
-    assert np.abs(freq - ref).max() < 0.115  # 4 sigma for n=300
+    assert np.abs(freq - ref).max() < 0.045  # 4 sigma for n=2000
 
 
 def test_seeded_draws_repeat(device):

@@ -9,7 +9,8 @@ keeps, in descending order, each token whose preceding cumulative mass is
 
 How: when top-k or top-p is on, a stable descending sort (``torch.sort``)
 orders the candidates; then one program per row (:func:`_sample_kernel`)
-walks the candidates in that order in chunks:
+walks the candidates in that order in chunks (several rows per program
+when the vocabulary is small):
 
 1. ``m`` = the largest logit, ``Z = Σ exp((v - m)/T)`` over the candidates;
 2. with top-p: the kept prefix is every candidate whose preceding mass is
@@ -41,6 +42,7 @@ def _sample_kernel(
     Vals,
     Idx,
     Out,
+    B,
     N,
     stride_v,
     stride_i,
@@ -50,64 +52,75 @@ def _sample_kernel(
     GREEDY: tl.constexpr,
     TOP_P: tl.constexpr,
     HAS_IDX: tl.constexpr,
+    BLOCK_R: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    row = tl.program_id(0)
-    vals = Vals + row.to(tl.int64) * stride_v
-    lane = tl.arange(0, BLOCK)
+    """``BLOCK_R`` rows per program; each row's running values are vectors ``(BLOCK_R,)``."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < B
+    vals = Vals + rows.to(tl.int64)[:, None] * stride_v  # (BLOCK_R, 1) row pointers
+    lane = tl.arange(0, BLOCK)[None, :]
+    NONE: tl.constexpr = 2147483647
 
-    # 1. the largest logit (first position on ties) and the softmax normaliser
-    m = tl.full((), float("-inf"), tl.float32)
+    # 1. the largest logit of each row
+    m = tl.full((BLOCK_R,), float("-inf"), tl.float32)
     for s in range(0, N, BLOCK):
-        v = tl.load(vals + s + lane, mask=s + lane < N, other=float("-inf")).to(tl.float32)
-        m = tl.maximum(m, tl.max(v, axis=0))
-    if GREEDY:
-        best = tl.full((), 2147483647, tl.int32)
+        ok = row_ok[:, None] & (s + lane < N)
+        v = tl.load(vals + s + lane, mask=ok, other=float("-inf")).to(tl.float32)
+        m = tl.maximum(m, tl.max(v, axis=1))
+    m = tl.where(row_ok, m, 0.0)
+    if GREEDY:  # the first position holding the maximum
+        chosen = tl.full((BLOCK_R,), NONE, tl.int32)
         for s in range(0, N, BLOCK):
-            v = tl.load(vals + s + lane, mask=s + lane < N, other=float("-inf")).to(tl.float32)
-            best = tl.minimum(best, tl.min(tl.where(v == m, s + lane, 2147483647), axis=0))
-        chosen = best
+            ok = row_ok[:, None] & (s + lane < N)
+            v = tl.load(vals + s + lane, mask=ok, other=float("-inf")).to(tl.float32)
+            at = tl.where((v == m[:, None]) & ok, s + lane, NONE)
+            chosen = tl.minimum(chosen, tl.min(at, axis=1))
     else:
-        z = tl.zeros((), tl.float32)
+        z = tl.zeros((BLOCK_R,), tl.float32)  # softmax normaliser
         for s in range(0, N, BLOCK):
-            v = tl.load(vals + s + lane, mask=s + lane < N, other=float("-inf")).to(tl.float32)
-            z += tl.sum(tl.exp((v - m) * inv_temp), axis=0)
+            ok = row_ok[:, None] & (s + lane < N)
+            v = tl.load(vals + s + lane, mask=ok, other=float("-inf")).to(tl.float32)
+            z += tl.sum(tl.exp((v - m[:, None]) * inv_temp), axis=1)
 
-        # 2. top-p: the kept prefix and its mass
-        kept_n = N
+        # 2. top-p: the kept prefix (candidates are in descending order) and its mass
+        kept_n = tl.zeros((BLOCK_R,), tl.int32) + N
         kept_z = z
         if TOP_P:
             cutoff = top_p * z
-            before = tl.zeros((), tl.float32)  # mass of the candidates already walked
-            kept_z = tl.zeros((), tl.float32)
-            kept_n = tl.zeros((), tl.int32)
+            before = tl.zeros((BLOCK_R,), tl.float32)  # mass of the candidates walked so far
+            kept_z = tl.zeros((BLOCK_R,), tl.float32)
+            kept_n = tl.zeros((BLOCK_R,), tl.int32)
             for s in range(0, N, BLOCK):
-                v = tl.load(vals + s + lane, mask=s + lane < N, other=float("-inf")).to(tl.float32)
-                p = tl.exp((v - m) * inv_temp)
-                mass_before = before + tl.cumsum(p, axis=0) - p
-                keep = (mass_before < cutoff) & (s + lane < N)
-                kept_z += tl.sum(tl.where(keep, p, 0.0), axis=0)
-                kept_n += tl.sum(keep.to(tl.int32), axis=0)
-                before += tl.sum(p, axis=0)
+                ok = row_ok[:, None] & (s + lane < N)
+                v = tl.load(vals + s + lane, mask=ok, other=float("-inf")).to(tl.float32)
+                p = tl.exp((v - m[:, None]) * inv_temp)
+                keep = ok & ((before[:, None] + tl.cumsum(p, axis=1) - p) < cutoff[:, None])
+                kept_z += tl.sum(tl.where(keep, p, 0.0), axis=1)
+                kept_n += tl.sum(keep.to(tl.int32), axis=1)
+                before += tl.sum(p, axis=1)
 
-        # 3. inverse CDF over the kept candidates
-        target = tl.rand(seed, row) * kept_z
-        before = tl.zeros((), tl.float32)
-        chosen = tl.full((), 2147483647, tl.int32)
+        # 3. inverse CDF: the first kept candidate whose cumulative mass exceeds u * kept_z
+        target = tl.rand(seed, rows) * kept_z
+        before = tl.zeros((BLOCK_R,), tl.float32)
+        chosen = tl.full((BLOCK_R,), NONE, tl.int32)
         for s in range(0, N, BLOCK):
-            v = tl.load(vals + s + lane, mask=s + lane < N, other=float("-inf")).to(tl.float32)
-            p = tl.exp((v - m) * inv_temp)
-            mass = before + tl.cumsum(p, axis=0)
-            hit = (mass > target) & (s + lane < kept_n)
-            chosen = tl.minimum(chosen, tl.min(tl.where(hit, s + lane, 2147483647), axis=0))
-            before += tl.sum(p, axis=0)
-        chosen = tl.minimum(chosen, kept_n - 1)  # u·Z rounding past the last kept one
+            ok = row_ok[:, None] & (s + lane < N)
+            v = tl.load(vals + s + lane, mask=ok, other=float("-inf")).to(tl.float32)
+            p = tl.exp((v - m[:, None]) * inv_temp)
+            hit = ((before[:, None] + tl.cumsum(p, axis=1)) > target[:, None]) & (
+                s + lane < kept_n[:, None]
+            )
+            chosen = tl.minimum(chosen, tl.min(tl.where(hit, s + lane, NONE), axis=1))
+            before += tl.sum(p, axis=1)
+        chosen = tl.minimum(chosen, kept_n - 1)  # u * Z rounding past the last kept one
 
+    chosen = tl.where(row_ok, chosen, 0)
     if HAS_IDX:
-        token = tl.load(Idx + row.to(tl.int64) * stride_i + chosen)
+        token = tl.load(Idx + rows.to(tl.int64) * stride_i + chosen, mask=row_ok, other=0)
     else:
         token = chosen
-    tl.store(Out + row, token.to(tl.int64))
+    tl.store(Out + rows, token.to(tl.int64), mask=row_ok)
 
 
 @attrs.define
@@ -139,22 +152,17 @@ def sample_tokens(
         if use_top_k:
             n = params.top_k
     BLOCK = min(4096, triton.next_power_of_2(n))
-    _sample_kernel[(B,)](
-        vals,
-        idx if idx is not None else vals,
-        out,
-        n,
-        vals.stride(0),
-        idx.stride(0) if idx is not None else 0,
-        0.0 if greedy else 1.0 / params.temperature,
-        float(params.top_p),
+    BLOCK_R = max(1, min(triton.next_power_of_2(B), 8192 // BLOCK, 64))  # small vocabularies
+    # fmt: off
+    _sample_kernel[(triton.cdiv(B, BLOCK_R),)](
+        vals, idx if idx is not None else vals, out, B, n,
+        vals.stride(0), idx.stride(0) if idx is not None else 0,
+        0.0 if greedy else 1.0 / params.temperature, float(params.top_p),
         0 if greedy else state.next_seed(),
-        GREEDY=greedy,
-        TOP_P=use_top_p,
-        HAS_IDX=idx is not None,
-        BLOCK=BLOCK,
+        GREEDY=greedy, TOP_P=use_top_p, HAS_IDX=idx is not None, BLOCK_R=BLOCK_R, BLOCK=BLOCK,
         num_warps=8 if BLOCK >= 2048 else 4,
     )
+    # fmt: on
     return out
 
 
@@ -185,6 +193,7 @@ class TritonSampler:
 
     def __init__(self, device: str = "cuda", dtype: str | None = None):
         self.device = device
+        self.dtype = dtype
 
     def generator(self, seed: int | None) -> SamplerState:
         if seed is None:

@@ -1,0 +1,490 @@
+# ruff: noqa: B023  (timing lambdas are called inside their loop iteration)
+"""Benchmarks of the Triton backend (and the torch backend beside it) on one GPU.
+
+    python -m mind4_triton.bench --preset gpt-oss-20b --torch --json out.json
+
+Random weights are made directly on the GPU (MXFP4 experts, nothing written to
+disk). Printed figures, each with its fraction of the measured limit:
+
+- the limits: device-to-device copy bandwidth (bytes read + written) and the
+  bf16 matmul rate (8192³ on random data), measured here, now;
+- decode tokens/s at batch 1 and 8 (a 2048-token context; CUDA-graph replay,
+  greedy sampling on the GPU, one host round trip per step as the engine
+  does), against ``bytes that must move per step / copy bandwidth``;
+- prefill tokens/s of a 2048-token prompt, against ``FLOPs / matmul rate``;
+- time to first token (prefill + sampling + copy of the token to the host);
+- peak GPU memory with an 8192-token context (prefill in 2048-token chunks,
+  then decode).
+
+``--kernels`` times the main kernels alone at the model's shapes (the table
+behind ``docs/triton-notes.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+import triton
+
+from mind4_core.config import ModelConfig, SamplingParams
+from mind4_core.presets import get_preset
+
+from .kernels import moe as moe_kernels
+from .kernels.attention import attention
+from .kernels.sampling import SamplerState, sample_tokens
+from .runtime import TritonRuntime, random_weights
+
+GiB = 1 << 30
+
+
+def median_ms(fn, warmup: int = 3, reps: int = 10) -> float:
+    """Median wall time of ``fn()`` in ms (synchronised; for host-driven loops)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+def gpu_ms(fn, rep_ms: int = 200) -> float:
+    """Median device time of ``fn()`` in ms (CUDA events, triton.testing.do_bench)."""
+    return float(triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def measure_limits() -> dict[str, float]:
+    n = 1 << 30  # 1 GiB per buffer
+    a = torch.randint(0, 255, (n,), dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    copy_ms = gpu_ms(lambda: b.copy_(a))
+    a = b = None  # free before the matmul
+    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    y = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    mm_ms = gpu_ms(lambda: x @ y, rep_ms=500)
+    x = y = None
+    torch.cuda.empty_cache()
+    return {
+        "copy_GBps": 2 * n / copy_ms / 1e6,
+        "bf16_matmul_TFLOPs": 2 * 8192**3 / mm_ms / 1e9,
+    }
+
+
+# ----------------------------------------------------------------------------- counts
+
+
+def mxfp4_bytes(rows: int, cols: int) -> int:
+    return rows * cols // 2 + rows * cols // 32
+
+
+def decode_bytes(cfg: ModelConfig, batch: int, context: int) -> float:
+    """Bytes a decode step must move at least: every dense weight once, the
+    experts used by the batch (expected distinct count under uniform routing),
+    each row's visible keys and values, the unembedding, and the new KV entries."""
+    H, D, Hq, Hkv = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
+    E, k, I, V, L = (
+        cfg.num_experts,
+        cfg.experts_per_token,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+        cfg.num_hidden_layers,
+    )
+    qkv = cfg.qkv_dim
+    dense = 2 * (qkv * H + qkv + H * Hq * D + H + E * H) + 4 * (2 * H + Hq + E)  # per layer
+    expert = mxfp4_bytes(2 * I, H) + mxfp4_bytes(H, I) + 4 * (2 * I + H)
+    used = E * (1 - (1 - k / E) ** batch)  # expected distinct experts
+    kv = 0
+    for n in range(L):
+        window = cfg.window_of_layer(n)
+        visible = min(context, window) if window else context
+        kv += batch * (visible + 1) * Hkv * D * 2 * 2  # read k and v, + the new entry
+    per_layer = dense + used * expert
+    return L * per_layer + kv + 2 * V * H + batch * 2 * H
+
+
+def prefill_flops(cfg: ModelConfig, T: int) -> float:
+    """Matmul FLOPs of a T-token prefill (+ attention), logits of the last token only."""
+    H, D, Hq = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads
+    k, I, V, L, E = (
+        cfg.experts_per_token,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+        cfg.num_hidden_layers,
+        cfg.num_experts,
+    )
+    per_token = 2 * (cfg.qkv_dim * H + H * Hq * D + E * H + k * (2 * I * H + H * I))
+    attn = 0
+    for n in range(L):
+        window = cfg.window_of_layer(n)
+        pairs = sum(min(t + 1, window) if window else t + 1 for t in range(T))  # visible keys
+        attn += 4 * Hq * D * pairs  # q·k and p·v
+    return L * per_token * T + attn + 2 * V * H
+
+
+# ----------------------------------------------------------------------------- kernels alone
+
+
+def bench_kernels(cfg: ModelConfig, limits: dict) -> list[dict]:
+    rows: list[dict] = []
+    dev, bf16 = "cuda", torch.bfloat16
+    H, I, E, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.experts_per_token
+    g = torch.Generator(device=dev).manual_seed(0)
+    w1 = moe_kernels.MXFP4Weight(
+        torch.randint(0, 256, (E, 2 * I, H // 32, 16), generator=g, device=dev, dtype=torch.uint8),
+        torch.full((E, 2 * I, H // 32), 119, device=dev, dtype=torch.uint8),
+    )
+    w2 = moe_kernels.MXFP4Weight(
+        torch.randint(0, 256, (E, H, I // 32, 16), generator=g, device=dev, dtype=torch.uint8),
+        torch.full((E, H, I // 32), 119, device=dev, dtype=torch.uint8),
+    )
+    b1 = torch.randn(E, 2 * I, device=dev) * 0.02
+    b2 = torch.randn(E, H, device=dev) * 0.02
+    expert_bytes = mxfp4_bytes(2 * I, H) + mxfp4_bytes(H, I)
+
+    def moe_case(N: int, cfg_e: moe_kernels.ExpertConfig, label: str):
+        x = torch.randn(N, H, device=dev, dtype=bf16)
+        idx = torch.stack([torch.randperm(E, device=dev)[:k] for _ in range(N)]).to(torch.int32)
+        gates = torch.softmax(torch.randn(N, k, device=dev), -1)
+        groups = moe_kernels.align(idx, E, cfg_e.block_m)
+        act = torch.empty((groups.sorted_pairs.numel(), I), device=dev, dtype=bf16)
+        y = torch.empty((N * k, H), device=dev, dtype=torch.float32)
+        t1 = gpu_ms(lambda: moe_kernels.expert_mlp1(x, groups, k, w1, b1, 7.0, act, cfg_e))
+        t2 = gpu_ms(
+            lambda: moe_kernels.expert_mlp2(act, groups, N * k, w2, b2, gates.view(-1), y, cfg_e)
+        )
+        used = len(torch.unique(idx))
+        flops = 2 * N * k * (2 * I * H + H * I)
+        rows.append(
+            {
+                "kernel": f"moe {label}",
+                "N": N,
+                "config": cfg_e._asdict(),
+                "mlp1_ms": t1,
+                "mlp2_ms": t2,
+                "GBps": used * expert_bytes / (t1 + t2) / 1e6,
+                "TFLOPs": flops / (t1 + t2) / 1e9,
+                "frac_bw": used * expert_bytes / (t1 + t2) / 1e6 / limits["copy_GBps"],
+                "frac_mm": flops / (t1 + t2) / 1e9 / limits["bf16_matmul_TFLOPs"],
+            }
+        )
+
+    for c in [
+        moe_kernels.ExpertConfig(16, 32, 128, 64, 128, 4, 3),
+        moe_kernels.ExpertConfig(16, 64, 128, 64, 256, 4, 3),
+        moe_kernels.ExpertConfig(16, 32, 256, 32, 256, 4, 4),
+        moe_kernels.ExpertConfig(16, 64, 64, 64, 64, 2, 4),
+    ]:
+        for N in (1, 8):
+            moe_case(N, c, "decode")
+    for c in [
+        moe_kernels.ExpertConfig(64, 64, 64, 128, 64, 8, 3),
+        moe_kernels.ExpertConfig(128, 64, 64, 128, 64, 8, 3),
+        moe_kernels.ExpertConfig(128, 64, 128, 128, 128, 8, 3),
+        moe_kernels.ExpertConfig(64, 128, 64, 128, 64, 8, 4),
+    ]:
+        moe_case(2048, c, "prefill")
+
+    # attention: decode over a long context, prefill 2048
+    Hq, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    sinks = torch.randn(Hq, device=dev)
+    for S in (2048, 8192):
+        kc = torch.randn(1, Hkv, S, D, device=dev, dtype=bf16).transpose(1, 2)
+        vc = torch.randn(1, Hkv, S, D, device=dev, dtype=bf16).transpose(1, 2)
+        q = torch.randn(1, 1, Hq, D, device=dev, dtype=bf16)
+        off = torch.tensor([S - 1], device=dev, dtype=torch.int32)
+        for splits in (None, 1):
+            t = gpu_ms(
+                lambda: attention(
+                    q, kc, vc, sinks, sm_scale=0.125, window=None, offset=off, num_splits=splits
+                )
+            )
+            nbytes = 2 * S * Hkv * D * 2
+            rows.append(
+                {
+                    "kernel": f"attention decode S={S} splits={splits or 'auto'}",
+                    "ms": t,
+                    "GBps": nbytes / t / 1e6,
+                    "frac_bw": nbytes / t / 1e6 / limits["copy_GBps"],
+                }
+            )
+    T = 2048
+    q = torch.randn(1, T, Hq, D, device=dev, dtype=bf16)
+    kc = torch.randn(1, Hkv, T, D, device=dev, dtype=bf16).transpose(1, 2)
+    vc = torch.randn(1, Hkv, T, D, device=dev, dtype=bf16).transpose(1, 2)
+    for window in (None, 128):
+        for bm, bn in ((128, 64), (64, 64), (128, 128)):
+            t = gpu_ms(
+                lambda: attention(
+                    q,
+                    kc,
+                    vc,
+                    sinks,
+                    sm_scale=0.125,
+                    window=window,
+                    offset=0,
+                    block_m=bm,
+                    block_n=bn,
+                )
+            )
+            pairs = sum(min(i + 1, window) if window else i + 1 for i in range(T))
+            flops = 4 * Hq * D * pairs
+            rows.append(
+                {
+                    "kernel": f"attention prefill T={T} window={window} BM={bm} BN={bn}",
+                    "ms": t,
+                    "TFLOPs": flops / t / 1e9,
+                    "frac_mm": flops / t / 1e9 / limits["bf16_matmul_TFLOPs"],
+                }
+            )
+
+    # cuBLAS matvecs of decode
+    for name, (n_out, n_in) in {
+        "qkv": (cfg.qkv_dim, H),
+        "out": (H, Hq * D),
+        "unembedding": (cfg.vocab_size, H),
+    }.items():
+        w = torch.randn(n_out, n_in, device=dev, dtype=bf16)
+        x = torch.randn(1, n_in, device=dev, dtype=bf16)
+        t = gpu_ms(lambda: torch.nn.functional.linear(x, w))
+        rows.append(
+            {
+                "kernel": f"linear M=1 {name}",
+                "ms": t,
+                "GBps": 2 * n_out * n_in / t / 1e6,
+                "frac_bw": 2 * n_out * n_in / t / 1e6 / limits["copy_GBps"],
+            }
+        )
+        w = None
+    return rows
+
+
+# ----------------------------------------------------------------------------- whole model
+
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def greedy(logits: torch.Tensor) -> np.ndarray:
+    """Argmax on the GPU (the sampler kernel), then the token to the host."""
+    return sample_tokens(logits, GREEDY, SamplerState(0)).cpu().numpy()
+
+
+def bench_runtime(
+    rt,
+    cfg: ModelConfig,
+    limits: dict,
+    *,
+    prompt: int = 2048,
+    decode: int = 64,
+    batches=(1, 8),
+    memory_context: int = 8192,
+    name: str = "triton",
+) -> dict:
+    out: dict[str, Any] = {"backend": name}
+    rng = np.random.default_rng(0)
+    V = cfg.vocab_size
+
+    # prefill + time to first token (batch 1)
+    tokens = rng.integers(0, V, (1, prompt))
+    cache = rt.new_cache(1, prompt + decode + 1)
+    rt.forward(tokens, cache, 0)  # compile / warm up
+    torch.cuda.synchronize()
+
+    def ttft():
+        logits = rt.forward(tokens, cache, 0)
+        return greedy(logits)
+
+    t = median_ms(ttft, warmup=1, reps=5)
+    prefill_t = median_ms(lambda: rt.forward(tokens, cache, 0), warmup=1, reps=5)
+    flops = prefill_flops(cfg, prompt)
+    out["prefill_tokens"] = prompt
+    out["prefill_ms"] = prefill_t
+    out["prefill_tok_s"] = prompt / prefill_t * 1e3
+    out["prefill_TFLOPs"] = flops / prefill_t / 1e9
+    out["prefill_frac_matmul"] = out["prefill_TFLOPs"] / limits["bf16_matmul_TFLOPs"]
+    out["ttft_ms"] = t
+
+    # decode at batch sizes, context = prompt
+    for B in batches:
+        tokens_b = rng.integers(0, V, (B, prompt))
+        cache_b = cache if B == 1 else rt.new_cache(B, prompt + decode + 1)
+        logits = rt.forward(tokens_b, cache_b, 0)
+        token = greedy(logits)[:, None]
+        rt.forward(token, cache_b, prompt)  # capture the graph (if any)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(decode):
+            logits = rt.forward(token, cache_b, prompt + i)
+            token = greedy(logits)[:, None]  # one host round trip per step, as the engine
+        torch.cuda.synchronize()
+        step_ms = (time.perf_counter() - start) * 1e3 / decode
+        nbytes = decode_bytes(cfg, B, prompt + decode // 2)
+        out[f"decode_b{B}_step_ms"] = step_ms
+        out[f"decode_b{B}_tok_s"] = B * 1e3 / step_ms
+        out[f"decode_b{B}_GBps"] = nbytes / step_ms / 1e6
+        out[f"decode_b{B}_frac_bw"] = out[f"decode_b{B}_GBps"] / limits["copy_GBps"]
+        graphs = getattr(cache_b, "graphs", None)
+        if graphs and B in graphs:  # device time of the step alone
+            g = graphs[B].graph
+            out[f"decode_b{B}_graph_ms"] = gpu_ms(g.replay)
+            out[f"decode_b{B}_graph_frac_bw"] = (
+                nbytes / out[f"decode_b{B}_graph_ms"] / 1e6 / limits["copy_GBps"]
+            )
+        cache_b = None
+    cache = None
+    gc.collect()
+    torch.cuda.empty_cache()
+
+    # peak memory with an 8192-token context
+    torch.cuda.reset_peak_memory_stats()
+    cache = rt.new_cache(1, memory_context)
+    tokens = rng.integers(0, V, (1, memory_context - 16))
+    for start in range(0, tokens.shape[1], 2048):
+        chunk = tokens[:, start : start + 2048]
+        logits = rt.forward(chunk, cache, start)
+    token = greedy(logits)[:, None]
+    for i in range(8):
+        logits = rt.forward(token, cache, tokens.shape[1] + i)
+        token = greedy(logits)[:, None]
+    torch.cuda.synchronize()
+    out["peak_GiB_ctx8192"] = torch.cuda.max_memory_allocated() / GiB
+    return out
+
+
+class DeviceCheckpoint:
+    """Random weights on the GPU served through the Checkpoint API (host arrays), so
+    another backend's loader can read the very same model."""
+
+    def __init__(self, config: ModelConfig, weights: dict):
+        from pathlib import Path
+
+        self.config, self._w, self.path, self.format, self.tokenizer = (
+            config,
+            weights,
+            Path("<gpu>"),
+            "canonical",
+            None,
+        )
+
+    def names(self):
+        return list(self._w)
+
+    def is_mxfp4(self, name):
+        return isinstance(self._w[name], moe_kernels.MXFP4Weight)
+
+    def dtype(self, name):
+        if self.is_mxfp4(name):
+            return "MXFP4"
+        return {torch.bfloat16: "BF16", torch.float32: "F32", torch.float16: "F16"}[
+            self._w[name].dtype
+        ]
+
+    def shape(self, name):
+        w = self._w[name]
+        return tuple(w.shape)
+
+    def tensor(self, name):
+        w = self._w[name]
+        if w.dtype == torch.bfloat16:
+            return w.view(torch.int16).cpu().numpy().view(np.uint16)
+        return w.cpu().numpy()
+
+    def mxfp4(self, name):
+        w = self._w[name]
+        return w.blocks.cpu().numpy(), w.scales.cpu().numpy()
+
+    def float32(self, name):
+        w = self._w[name]
+        if self.is_mxfp4(name):
+            return moe_kernels.dequantize(w).cpu().numpy()
+        return w.float().cpu().numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="gpt-oss-20b")
+    parser.add_argument("--prompt", type=int, default=2048)
+    parser.add_argument("--decode", type=int, default=64)
+    parser.add_argument("--kernels", action="store_true", help="time the kernels alone too")
+    parser.add_argument(
+        "--torch", action="store_true", help="the torch backend on the same weights"
+    )
+    parser.add_argument("--no-triton", action="store_true")
+    parser.add_argument("--json", help="write all results to this file")
+    args = parser.parse_args(argv)
+
+    cfg = get_preset(args.preset)
+    props = torch.cuda.get_device_properties(0)
+    result: dict[str, Any] = {
+        "device": props.name,
+        "sms": props.multi_processor_count,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "preset": args.preset,
+    }
+    result["limits"] = limits = measure_limits()
+    print(json.dumps(result), flush=True)
+    if args.kernels:
+        result["kernels"] = bench_kernels(cfg, limits)
+        for row in result["kernels"]:
+            print(json.dumps(row), flush=True)
+
+    weights = random_weights(cfg, "cuda", torch.bfloat16, seed=0)
+    probe = np.random.default_rng(1).integers(0, cfg.vocab_size, (1, 32))
+    if not args.no_triton:
+        torch.cuda.reset_peak_memory_stats()
+        rt = TritonRuntime(cfg, weights, device="cuda", dtype=torch.bfloat16)
+        result["triton_weights_GiB"] = torch.cuda.memory_allocated() / GiB
+        result["triton"] = bench_runtime(rt, cfg, limits, prompt=args.prompt, decode=args.decode)
+        print(json.dumps(result["triton"]), flush=True)
+        probe_logits = rt.forward(probe, None, 0, last_only=False).cpu()
+        del rt
+    if args.torch:
+        gc.collect()
+        torch.cuda.empty_cache()
+        from mind4_torch.runtime import factory
+
+        from mind4_core.config import Config, RuntimeConfig
+
+        ckpt = DeviceCheckpoint(cfg, weights)
+        config = Config(runtime=RuntimeConfig(device="cuda", dtype="bfloat16"))
+        trt = factory(checkpoint=ckpt, config=config, components={})
+        if not args.no_triton:
+            ref = trt.forward(probe, None, 0, last_only=False).cpu()
+            err = float((probe_logits - ref).norm() / ref.norm())
+            agree = float((probe_logits.argmax(-1) == ref.argmax(-1)).float().mean())
+            result["triton_vs_torch_logits"] = {"rel_err": err, "argmax_agree": agree}
+            print(json.dumps(result["triton_vs_torch_logits"]), flush=True)
+        torch.cuda.reset_peak_memory_stats()
+        result["torch"] = bench_runtime(
+            trt, cfg, limits, prompt=args.prompt, decode=min(args.decode, 16), name="torch"
+        )
+        print(json.dumps(result["torch"]), flush=True)
+    if "triton" in result and "torch" in result:
+        result["decode_b1_speedup_vs_torch"] = (
+            result["triton"]["decode_b1_tok_s"] / result["torch"]["decode_b1_tok_s"]
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    summary = {k: v for k, v in result.items() if k != "kernels"}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
