@@ -117,21 +117,23 @@ class Target:
 
     def component_record(self, kind: str, dtype: str):
         """The record of the ``kind`` component to check, or skip with the reason."""
-        from mind4_core.errors import PluginError
         from mind4_core.plugins import get_manager
 
-        name = self.overrides.get(kind)
+        option = f"--mind4-{kind.replace('_', '-')}"
+        name, who_declares = self.overrides.get(kind), option
         if name is None and self.backend is not None:
             name = self.backend.components.get(kind)
+            who_declares = f"backend {self.backend_name!r}"
         if name is None:
             who = f"backend {self.backend_name!r}" if self.backend is not None else "no backend"
-            pytest.skip(f"{who} declares no {kind} component (choose one with --mind4-{kind})")
-        try:
-            return get_manager().component(kind, name, device=self.device_kind, dtype=dtype)
-        except PluginError as exc:
-            if "does not support" in str(exc):
-                pytest.skip(str(exc))
-            raise
+            pytest.skip(f"{who} declares no {kind} component (choose one with {option})")
+        records = [r for r in get_manager().records(kind) if r.name == name]
+        if not records:
+            pytest.fail(f"{kind} component {name!r} (declared by {who_declares}) is not installed")
+        for record in records:  # best first
+            if record.supports(self.device, dtype):
+                return record
+        pytest.skip(f"{kind} {name!r} does not declare {dtype} on {self.device_kind}")
 
     def load_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`mind4_core.engine.load` for this target."""
