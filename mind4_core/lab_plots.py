@@ -62,12 +62,30 @@ def _token_ticks(ax, axis: str, texts: list[str], offset: int = 0, max_labels: i
         ax.set_yticks([t + offset for t in ticks], labels, fontsize=fontsize)
 
 
+def _locator(n: int):
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(n)
+
+
+def _cmap(name: str):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
 # ----------------------------------------------------------------------------- routing
 
 
+#: above this many layers the per-layer histograms become one heatmap (a row per layer)
+MAX_HISTOGRAMS = 12
+
+
 def plot_routing(report: dict[str, Any], path: str | Path, *, focus: int | None = None) -> Path:
-    """Left: gate weight of every (token, expert) in one layer. Right: one expert-load
-    histogram per layer (bars: tokens routed to the expert; colour: mean gate weight)."""
+    """Left: gate weight of every (token, expert) in one layer. Right: the expert load of
+    each layer, as one histogram per layer (light bars: tokens routed to the expert;
+    dark bars: the gate weight they carry), or for many layers as a heatmap whose
+    rows are those histograms."""
     layers: list[int] = report["layers"]
     E, k = report["num_experts"], report["experts_per_token"]
     texts: list[str] = report["texts"]
@@ -76,52 +94,65 @@ def plot_routing(report: dict[str, Any], path: str | Path, *, focus: int | None 
     fi = layers.index(focus)
 
     n = len(layers)
-    cols = math.ceil(math.sqrt(n))
+    small_multiples = n <= MAX_HISTOGRAMS
+    cols = math.ceil(math.sqrt(n)) if small_multiples else 1
     rows = math.ceil(n / cols)
-    map_w = max(3.5, min(9.0, 0.25 * E + 2.0))
-    hist_w = 2.6 * cols
-    height = max(4.5, 0.18 * T + 2.0, 2.2 * rows + 1.0)
-    fig = _figure(map_w + hist_w, height, layout="constrained")
-    outer = fig.add_gridspec(1, 2, width_ratios=[map_w, hist_w])
+    map_w = max(3.5, min(9.0, 0.22 * E + 2.5))
+    load_w = 2.6 * cols if small_multiples else max(5.0, min(12.0, 0.22 * E + 2.5))
+    height = max(4.5, 0.16 * T + 2.2, (2.2 * rows + 1.2) if small_multiples else 0.22 * n + 2.2)
+    fig = _figure(map_w + load_w + 1.0, height)
+    outer = fig.add_gridspec(
+        1, 2, width_ratios=[map_w, load_w], left=0.1, right=0.96, top=0.88, bottom=0.12, wspace=0.3
+    )
 
     # token x expert gate weights of the focus layer
     ax = fig.add_subplot(outer[0])
-    gates = np.zeros((T, E))  # (T, E)
+    gates = np.full((T, E), np.nan)  # (T, E): blank where the expert was not chosen
     for t in range(T):
         gates[t, report["experts"][fi, t]] = report["weights"][fi, t]
-    gates[gates == 0] = np.nan
-    im = ax.imshow(gates, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="none")
-    im.cmap.set_bad("#f2f2f2")
+    cmap = _cmap("viridis").with_extremes(bad="#f2f2f2")
+    im = ax.imshow(gates, aspect="auto", cmap=cmap, vmin=0.0, vmax=1.0, interpolation="none")
     ax.set_title(f"layer {focus}: gate weight per token (top-{k} of {E})", fontsize=9)
     ax.set_xlabel("expert")
-    ax.set_xticks(range(E), [str(e) for e in range(E)], fontsize=6 if E > 16 else 8)
-    if E > 32:
-        ax.set_xticks(range(0, E, 8), [str(e) for e in range(0, E, 8)], fontsize=7)
+    _expert_ticks(ax, E)
     _token_ticks(ax, "y", texts)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="gate weight")
 
-    # one histogram per layer: tokens routed to each expert, and the gate mass they carry
-    inner = outer[1].subgridspec(rows, cols)
-    for i, layer in enumerate(layers):
-        axh = fig.add_subplot(inner[i // cols, i % cols])
-        axh.bar(range(E), report["load"][i], color="#9ecae1", width=0.85, label="tokens")
-        axh.bar(range(E), report["gate_load"][i], color="#08519c", width=0.5, label="gate mass")
-        axh.axhline(T * k / E, color="black", linewidth=0.7, linestyle="--", label="balanced")
-        axh.set_title(f"layer {layer}", fontsize=8)
-        axh.set_xlim(-0.6, E - 0.4)
-        axh.tick_params(labelsize=6)
-        if i == 0:
-            axh.legend(fontsize=6, loc="upper right", framealpha=0.8)
-        if i % cols == 0:
-            axh.set_ylabel("tokens", fontsize=7)
-        if i // cols == rows - 1 or i + cols >= n:
-            axh.set_xlabel("expert", fontsize=7)
-    fig.suptitle(
-        f"expert routing over {T} tokens: light bars count the tokens routed to an expert, "
-        "dark bars the gate weight they carry",
-        fontsize=10,
-    )
+    if small_multiples:
+        inner = outer[1].subgridspec(rows, cols, hspace=0.7, wspace=0.35)
+        for i, layer in enumerate(layers):
+            axh = fig.add_subplot(inner[i // cols, i % cols])
+            axh.bar(range(E), report["load"][i], color="#9ecae1", width=0.85, label="tokens")
+            axh.bar(range(E), report["gate_load"][i], color="#08519c", width=0.5, label="gate")
+            axh.axhline(T * k / E, color="black", linewidth=0.7, linestyle="--", label="balanced")
+            axh.set_title(f"layer {layer}", fontsize=8)
+            axh.set_xlim(-0.6, E - 0.4)
+            axh.tick_params(labelsize=6)
+            if i == 0:
+                axh.legend(fontsize=6, loc="upper right", framealpha=0.8)
+            if i % cols == 0:
+                axh.set_ylabel("tokens", fontsize=7)
+            if i + cols >= n:
+                axh.set_xlabel("expert", fontsize=7)
+        title = "light bars: tokens routed to an expert, dark: the gate weight they carry"
+    else:
+        axl = fig.add_subplot(outer[1])
+        share = report["load"] / max(T * k, 1)  # (layers, E) share of the routing slots
+        iml = axl.imshow(share, aspect="auto", cmap="Blues", vmin=0.0, interpolation="none")
+        axl.set_yticks(range(n), [str(layer) for layer in layers], fontsize=6 if n > 24 else 7)
+        axl.set_ylabel("layer")
+        axl.set_xlabel("expert")
+        _expert_ticks(axl, E)
+        axl.set_title(f"expert load per layer (balanced: {1 / E:.3f})", fontsize=9)
+        fig.colorbar(iml, ax=axl, fraction=0.046, pad=0.02, label="share of routed tokens")
+        title = "each row of the right panel is one layer's load histogram"
+    fig.suptitle(f"expert routing over {T} tokens; {title}", fontsize=10)
     return _save(fig, path)
+
+
+def _expert_ticks(ax, E: int) -> None:
+    step = 1 if E <= 16 else (2 if E <= 32 else 8)
+    ax.set_xticks(range(0, E, step), [str(e) for e in range(0, E, step)], fontsize=7)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -150,8 +181,8 @@ def plot_attention(report: dict[str, Any], path: str | Path) -> Path:
     grid = np.column_stack([sink, probs]).astype(float)  # (T, 1 + T)
     grid[:, 1:][future | outside] = np.nan
     vmax = max(float(np.nanmax(grid)), 1e-6)
-    im = ax.imshow(grid, cmap="magma_r", vmin=0.0, vmax=vmax, aspect="auto", interpolation="none")
-    im.cmap.set_bad("white")
+    cmap = _cmap("magma_r").with_extremes(bad="white")
+    im = ax.imshow(grid, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto", interpolation="none")
     fig.colorbar(im, cax=cax, label="attention weight")
 
     # out-of-window cells: hatched grey
@@ -244,6 +275,7 @@ def plot_lens(report: dict[str, Any], path: str | Path) -> Path:
     ax2.plot(entropy, y, marker="o", color="tab:purple", label="entropy (bits)")
     ax2.set_xlabel("entropy (bits)", color="tab:purple")
     ax2.ticklabel_format(axis="x", useOffset=False)
+    ax2.xaxis.set_major_locator(_locator(3))
     ax2.tick_params(axis="y", labelleft=False)
     ax2.grid(True, axis="y", alpha=0.3)
     ax3 = ax2.twiny()
@@ -260,7 +292,14 @@ def plot_lens(report: dict[str, Any], path: str | Path) -> Path:
     ax3.set_xlabel("probability (log scale)")
     handles = ax2.get_legend_handles_labels()
     more = ax3.get_legend_handles_labels()
-    ax3.legend(handles[0] + more[0], handles[1] + more[1], loc="lower left", fontsize=7)
+    ax3.legend(
+        handles[0] + more[0],
+        handles[1] + more[1],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        fontsize=7,
+        ncol=2,
+    )
     pos = report["position"]
     fig.suptitle(
         f"logit lens at position {pos} ({label(report['texts'][pos], 20)!r}): "
