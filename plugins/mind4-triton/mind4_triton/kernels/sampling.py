@@ -36,6 +36,9 @@ import triton.language as tl
 
 from mind4_core.config import SamplingParams
 
+#: 'no position yet' in the running minimum over positions
+NONE = tl.constexpr(2147483647)
+
 
 @triton.jit
 def _sample_kernel(
@@ -60,7 +63,6 @@ def _sample_kernel(
     row_ok = rows < B
     vals = Vals + rows.to(tl.int64)[:, None] * stride_v  # (BLOCK_R, 1) row pointers
     lane = tl.arange(0, BLOCK)[None, :]
-    NONE: tl.constexpr = 2147483647
 
     # 1. the largest logit of each row
     m = tl.full((BLOCK_R,), float("-inf"), tl.float32)
@@ -134,7 +136,7 @@ class SamplerState:
     def next_seed(self) -> int:
         self.calls += 1
         mixed = (self.seed * 0x9E3779B1 + self.calls * 0x85EBCA77) & 0xFFFFFFFF
-        return mixed ^ (mixed >> 15)
+        return (mixed ^ (mixed >> 15)) & 0x7FFFFFFF  # a non-negative int32 Philox seed
 
 
 def sample_tokens(
