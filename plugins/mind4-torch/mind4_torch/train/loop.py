@@ -65,7 +65,8 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     router, experts), none on biases, norm scales and sinks."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (decay if p.dim() >= 2 else no_decay).append((name, p))
+        is_matrix = p.dim() >= 2 and not name.endswith("bias")  # expert biases are (E, n)
+        (decay if is_matrix else no_decay).append((name, p))
     return [
         {
             "params": [p for _, p in decay],
