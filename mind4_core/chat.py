@@ -105,14 +105,7 @@ def run_chat(
         echo("mind4> ", nl=False)
         reply: list[str] = []
         finished = None
-
-        def events():
-            # streamed: each token's events are shown before the next token is generated
-            for token in session.generate(params, stop_tokens=stops):
-                yield from parser.feed(token)
-            yield from parser.finish()
-
-        for event in events():
+        for event in _reply_events(session, params, stops, parser):
             if isinstance(event, TextDelta) and event.channel in (None, "final"):
                 echo(event.text, nl=False)
                 reply.append(event.text)
@@ -121,6 +114,13 @@ def run_chat(
         echo("")
         content = finished.content if finished is not None else "".join(reply)
         conversation.append("assistant", content, "final")
+
+
+def _reply_events(session, params: SamplingParams, stops: set[int], parser):
+    """Parser events of the reply, streamed: each token's events come before the next token."""
+    for token in session.generate(params, stop_tokens=stops):
+        yield from parser.feed(token)
+    yield from parser.finish()
 
 
 def _render(conversation, tokenizer) -> list[int]:

@@ -71,28 +71,41 @@ def decode(blocks: np.ndarray, scales: np.ndarray, out_dtype=np.float32) -> np.n
     return values.reshape(logical_shape(blocks.shape)).astype(out_dtype, copy=False)
 
 
-def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Quantise ``x [..., rows, cols]`` (cols a multiple of 32) to MXFP4.
+def quantise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x [..., rows, cols]`` (cols a multiple of 32) -> ``(blocks, scales, values)``.
 
-    The scale of a block is the smallest power of two that brings the block's
-    largest magnitude within FP4's range (6.0); each value then rounds to the
-    nearest FP4 value (ties to the even code)."""
+    The rule of the reference oracle (``mind4_specs.oracle.mxfp4_encode``): a
+    block's scale is the smallest power of two with ``amax / scale <= 6``; each
+    value rounds to the nearest FP4 value, a tie going to the even code.
+    Rounding is arithmetic (FP4 steps are 0.5 below 2, 1 below 4, 2 up to 6), not
+    a search; ``values`` are the dequantised numbers, so a caller can measure the
+    quantisation error without decoding.
+    """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim < 2 or x.shape[-1] % BLOCK:
         raise CheckpointError(
             f"MXFP4 needs [..., rows, cols] with cols % 32 == 0, got {list(x.shape)}"
         )
-    groups = x.reshape(*x.shape[:-1], x.shape[-1] // BLOCK, BLOCK)
-    amax = np.abs(groups).max(axis=-1)
-    with np.errstate(divide="ignore"):
-        exponent = np.where(amax > 0, np.ceil(np.log2(np.maximum(amax, 1e-38) / 6.0)), -127)
-    exponent = np.clip(exponent, -127, 127).astype(np.int32)
-    scaled = groups / np.ldexp(np.float32(1.0), exponent)[..., None]
-    # nearest code among the 8 magnitudes; sign bit separately
-    magnitudes = FP4_VALUES[:8]
-    idx = np.abs(np.abs(scaled)[..., None] - magnitudes).argmin(axis=-1).astype(np.uint8)
-    codes = idx | np.where(scaled < 0, 8, 0).astype(np.uint8)
-    codes = np.where(idx == 0, 0, codes).astype(np.uint8)  # no negative zero
-    blocks = (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
-    scales = (exponent + 127).astype(np.uint8)
+    *lead, cols = x.shape
+    groups = x.reshape(*lead, cols // BLOCK, BLOCK)  # (..., G, 32)
+    amax = np.abs(groups).max(axis=-1)  # (..., G)
+    # exact ceil(log2(amax / 6)): amax/6 = m·2^p with m in [0.5, 1)
+    mantissa, power = np.frexp(amax.astype(np.float64) / 6.0)
+    exponent = np.where(amax > 0, power - (mantissa == 0.5), -127)
+    exponent = np.clip(exponent, -127, 127).astype(np.int32)  # (..., G)
+    scaled = groups * np.ldexp(np.float32(1.0), -exponent)[..., None]  # exact, |.| <= 6
+    mag = np.abs(scaled)
+    # np.rint rounds half to even, and in each range the code's parity is rint's parity
+    code = np.where(
+        mag < 2, np.rint(mag * 2), np.where(mag < 4, np.rint(mag) + 2, np.rint(mag * 0.5) + 4)
+    ).astype(np.uint8)  # (..., G, 32), codes 0..7
+    code |= ((scaled < 0) & (code > 0)).view(np.uint8) << 3  # sign bit; zeros stay +0
+    blocks = code[..., 0::2] | (code[..., 1::2] << 4)  # (..., G, 16), low nibble even
+    values = FP4_VALUES[code] * np.ldexp(np.float32(1.0), exponent)[..., None]
+    return blocks, (exponent + 127).astype(np.uint8), values.reshape(x.shape)
+
+
+def encode(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quantise ``x [..., rows, cols]`` to MXFP4 ``(blocks, scales)`` (see :func:`quantise`)."""
+    blocks, scales, _ = quantise(x)
     return blocks, scales

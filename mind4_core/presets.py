@@ -132,18 +132,22 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.ndarray:
+    """float32 N(0, std²) drawn directly in float32 (no float64 temporary of the whole tensor)."""
+    out = rng.standard_normal(shape, dtype=np.float32)
+    out *= np.float32(std)
+    return out
+
+
 def _init_value(exp: Expected, cfg: ModelConfig, rng: np.random.Generator) -> np.ndarray:
     """float32 initial value of one tensor (norm scales near 1, weights ~ N(0, 0.02))."""
     if exp.name.endswith("norm.scale"):
-        return (1.0 + 0.1 * rng.standard_normal(exp.shape)).astype(np.float32)
+        return _normal(rng, exp.shape, 0.1) + np.float32(1.0)
     if exp.name.endswith("sinks"):
-        return rng.standard_normal(exp.shape).astype(np.float32)
-    if exp.name.endswith("bias"):
-        return (0.02 * rng.standard_normal(exp.shape)).astype(np.float32)
+        return _normal(rng, exp.shape, 1.0)
     if exp.name.endswith("out.weight") or exp.name.endswith("mlp2_weight"):
-        std = 0.02 / np.sqrt(2 * cfg.num_hidden_layers)
-        return (std * rng.standard_normal(exp.shape)).astype(np.float32)
-    return (0.02 * rng.standard_normal(exp.shape)).astype(np.float32)
+        return _normal(rng, exp.shape, 0.02 / np.sqrt(2 * cfg.num_hidden_layers))
+    return _normal(rng, exp.shape, 0.02)
 
 
 def _random_mxfp4(
