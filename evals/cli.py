@@ -378,3 +378,7 @@ def list_command() -> None:
 
 def main() -> None:  # pragma: no cover - `python -m mind4_evals`
     eval_command(prog_name="python -m mind4_evals")
+
+
+#: the name the ``mind4`` CLI mounts (``mind4_core.cli.BUILTIN_LAZY``)
+eval_group = eval_command
