@@ -100,36 +100,48 @@ int main(int argc, char** argv) {
 
     double* prefill_s = (double*)calloc((size_t)reps, sizeof(double));
     double* decode_s = (double*)calloc((size_t)reps, sizeof(double));
+    double* prefill_cpu = (double*)calloc((size_t)reps, sizeof(double));
+    double* decode_cpu = (double*)calloc((size_t)reps, sizeof(double));
     for (int r = -1; r < reps; r++) { /* r = -1: warm-up (page faults, caches) */
         die(mind4_context_reset(ctx, NULL, 0), "reset");
         die(mind4_context_append_tokens(ctx, tokens, prefill), "append");
-        double a = now_seconds();
+        double a = now_seconds(), ca = cpu_seconds();
         die(mind4_context_process(ctx), "prefill");
-        double b = now_seconds();
+        double b = now_seconds(), cb_ = cpu_seconds();
         for (size_t i = 0; i < decode; i++) {
             uint32_t next;
             die(mind4_context_sample(ctx, sampler, &next), "sample");
             die(mind4_context_append_tokens(ctx, &next, 1), "append");
             die(mind4_context_process(ctx), "decode");
         }
-        double d = now_seconds();
+        double d = now_seconds(), cd = cpu_seconds();
         if (r >= 0) {
             prefill_s[r] = b - a;
             decode_s[r] = d - b;
+            prefill_cpu[r] = cb_ - ca;
+            decode_cpu[r] = cd - cb_;
         }
     }
     qsort(prefill_s, (size_t)reps, sizeof(double), cmp_double);
     qsort(decode_s, (size_t)reps, sizeof(double), cmp_double);
+    qsort(prefill_cpu, (size_t)reps, sizeof(double), cmp_double);
+    qsort(decode_cpu, (size_t)reps, sizeof(double), cmp_double);
     double p = prefill_s[reps / 2], dcd = decode_s[reps / 2];
-    printf("prefill: %zu tokens in %.4f s = %.0f tok/s\n", prefill, p, (double)prefill / p);
+    /* CPU time per thread: what the run would take alone on its cores (it
+     * also counts idle workers' spinning, so it is an upper bound) */
+    double pc = prefill_cpu[reps / 2] / nthreads, dc = decode_cpu[reps / 2] / nthreads;
+    printf("prefill: %zu tokens in %.4f s = %.0f tok/s   [cpu time/thread %.4f s = %.0f tok/s]\n", prefill, p,
+           (double)prefill / p, pc, (double)prefill / pc);
     if (decode) {
-        printf("decode:  %zu tokens in %.4f s = %.0f tok/s (%.1f GB/s of weights)\n", decode, dcd,
-               (double)decode / dcd, (double)per_token * (double)decode / dcd / 1e9);
+        printf("decode:  %zu tokens in %.4f s = %.0f tok/s (%.1f GB/s of weights)   [cpu time/thread %.4f s = %.0f "
+               "tok/s]\n",
+               decode, dcd, (double)decode / dcd, (double)per_token * (double)decode / dcd / 1e9, dc,
+               (double)decode / dc);
     }
     mind4_sampler_release(sampler);
     mind4_context_release(ctx);
     mind4_model_release(model);
     cb_free(&cb);
-    free(tokens), free(prefill_s), free(decode_s);
+    free(tokens), free(prefill_s), free(decode_s), free(prefill_cpu), free(decode_cpu);
     return 0;
 }

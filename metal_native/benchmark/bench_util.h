@@ -15,11 +15,21 @@ static double now_seconds(void) {
     QueryPerformanceCounter(&c);
     return (double)c.QuadPart / (double)f.QuadPart;
 }
+static double cpu_seconds(void) { /* CPU time of the process (all threads) */
+    FILETIME c, e, k, u;
+    GetProcessTimes(GetCurrentProcess(), &c, &e, &k, &u);
+    return ((double)u.dwLowDateTime + 4294967296.0 * (double)u.dwHighDateTime) * 1e-7;
+}
 #else
 #include <time.h>
 static double now_seconds(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+static double cpu_seconds(void) { /* CPU time of the process (all threads, spinning included) */
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 #endif
