@@ -4,8 +4,11 @@ questions (with deterministic mistakes), and a plain function sampler. No torch.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import threading
 from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import attrs
 import numpy as np
@@ -185,3 +188,76 @@ class FunctionSampler(SamplerBase):
 
 def oracle(error_rate: float = 0.0) -> Callable[[str], str]:
     return lambda user: answer_text(user, error_rate)
+
+
+# -- a fake OpenAI-compatible chat-completions server on 127.0.0.1 --------------------------
+
+
+class ChatHandler(BaseHTTPRequestHandler):
+    server: FakeChatServer
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append((self.path, dict(self.headers), body))
+        user = body["messages"][-1]["content"]
+        mode = self.server.mode
+        if mode == "flaky" and self.server.failures_left > 0:
+            self.server.failures_left -= 1
+            return self._send(503, b'{"error": "busy"}')
+        if mode == "bad_request" or "please 400" in user:
+            return self._send(400, b'{"error": {"message": "max_tokens too large"}}')
+        if mode == "not_json":
+            return self._send(200, b"<html>proxy error</html>")
+        if mode == "no_choices":
+            return self._send(200, b'{"object": "chat.completion"}')
+        answer = self.server.answer(user) if self.server.answer else f"echo: {user}"
+        reply = {
+            "id": "x",
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer},
+                    "logprobs": {"content": [{"token": "e", "logprob": -0.5}]},
+                }
+            ],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+        }
+        self._send(200, json.dumps(reply).encode())
+
+    def _send(self, code: int, payload: bytes):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class FakeChatServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), ChatHandler)
+        self.requests: list = []
+        self.mode = "ok"
+        self.failures_left = 0
+        #: optional function of the last user message -> reply text
+        self.answer = None
+
+    def __enter__(self):
+        self._thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"

@@ -4,12 +4,10 @@ against a fake OpenAI-compatible server on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from evals_fakes import ByteTokenizer, FakeModel, ProtocolTokenizer
+from evals_fakes import ByteTokenizer, FakeChatServer, FakeModel, ProtocolTokenizer
 from mind4_evals import chat
 from mind4_evals.chat import parse_completion, render_prompt, stop_tokens
 from mind4_evals.errors import SamplerError
@@ -207,66 +205,10 @@ def test_engine_sampler_describe_is_json():
 # -- HTTP sampler ---------------------------------------------------------------------------
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _FakeServer
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append((self.path, dict(self.headers), body))
-        user = body["messages"][-1]["content"]
-        mode = self.server.mode
-        if mode == "flaky" and self.server.failures_left > 0:
-            self.server.failures_left -= 1
-            return self._send(503, b'{"error": "busy"}')
-        if mode == "bad_request" or "please 400" in user:
-            return self._send(400, b'{"error": {"message": "max_tokens too large"}}')
-        if mode == "not_json":
-            return self._send(200, b"<html>proxy error</html>")
-        if mode == "no_choices":
-            return self._send(200, b'{"object": "chat.completion"}')
-        reply = {
-            "id": "x",
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": f"echo: {user}"},
-                    "logprobs": {"content": [{"token": "e", "logprob": -0.5}]},
-                }
-            ],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
-        }
-        self._send(200, json.dumps(reply).encode())
-
-    def _send(self, code: int, payload: bytes):
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
-class _FakeServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.requests: list = []
-        self.mode = "ok"
-        self.failures_left = 0
-
-
 @pytest.fixture
 def server():
-    srv = _FakeServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with FakeChatServer() as srv:
+        yield srv
 
 
 def _url(srv) -> str:
@@ -331,7 +273,7 @@ def test_http_sampler_bad_replies(server, mode, message):
 
 
 def test_http_sampler_unreachable():
-    srv = _FakeServer()  # bound, never serving, then closed: nothing listens on the port
+    srv = FakeChatServer()  # bound, never serving, then closed: nothing listens on the port
     port = srv.server_address[1]
     srv.server_close()
     s = ChatCompletionsSampler(f"http://127.0.0.1:{port}", "m", retries=1, backoff=0.01, timeout=2)

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import attrs
 import pytest
 from click.testing import CliRunner
-from evals_fakes import FakeModel, FunctionSampler, oracle
+from evals_fakes import FakeChatServer, FakeModel, FunctionSampler, answer_text, oracle
 from mind4_evals import cli as eval_cli
 from mind4_evals.report import render_html
 from mind4_evals.samplers import EngineSampler
@@ -151,6 +151,41 @@ def test_cli_json_and_same_seed_same_scores(tmp_path, fake_engine):
         load_run(tmp_path / "a").deterministic_dict()
         == load_run(tmp_path / "b").deterministic_dict()
     )
+
+
+def test_cli_evaluates_an_http_endpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sekrit")
+    with FakeChatServer() as srv:
+        srv.answer = lambda user: answer_text(user, 0.0)
+        res = CliRunner().invoke(
+            eval_cli.eval_command,
+            [
+                "-e",
+                "basic,aime,gpqa",
+                "--limit",
+                "5",
+                "--url",
+                srv.url,
+                "--model",
+                "served",
+                "--api-key-env",
+                "MY_KEY",
+                "--out",
+                str(tmp_path),
+                "--no-progress",
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        bodies = [body for _, _, body in srv.requests]
+        headers = [h for _, h, _ in srv.requests]
+    run = load_run(tmp_path)
+    assert run.sampler["kind"] == "http" and run.sampler["model"] == "served"
+    assert run.results["aime"].score == 1.0 and run.results["gpqa"].score == 1.0
+    assert run.results["basic"].score is None  # no logits over HTTP: smoke conversation only
+    assert run.results["basic"].metrics["smoke_ok"] == 1.0
+    assert len(bodies) == 11 and all(b["model"] == "served" for b in bodies)
+    assert all(h["Authorization"] == "Bearer sekrit" for h in headers)
+    assert "sekrit" not in (tmp_path / "results.json").read_text()
 
 
 def test_cli_report_compares_files(tmp_path):
