@@ -134,6 +134,7 @@ def summarize(outcomes: list[Outcome]) -> dict[str, Counter]:
 def render_summary(outcomes: list[Outcome], title: str, console: Any = None) -> None:
     """Print the per-component table, then skip reasons, xfails and failures."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console()
@@ -161,7 +162,10 @@ def render_summary(outcomes: list[Outcome], title: str, console: Any = None) -> 
     if reasons:
         console.print("[cyan]skipped:")
         for (component, reason), n in sorted(reasons.items()):
-            console.print(f"  {component}: {reason} [dim]({n} spec{'s' if n > 1 else ''})")
+            plural = "s" if n > 1 else ""
+            console.print(
+                f"  {component}: {escape(reason)} [dim]({n} spec{plural})", soft_wrap=True
+            )
     for label, kind in (
         ("expected failures (declared by the backend)", "xfailed"),
         ("passed although declared xfail: remove from the xfail list", "xpassed"),

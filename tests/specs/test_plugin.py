@@ -180,3 +180,19 @@ def test_xfail_patterns_take_wildcards_and_literal_brackets():
     assert not matches("attention::*[bfloat16-*]", "attention::test_matches_oracle[float32-decode]")
     assert matches("model::test_?ogits*", "model::test_logits_match_oracle[float32-bf16]")
     assert not matches("model::test_logits", "model::test_logits_match_oracle[float32-bf16]")
+
+
+def test_python_dash_m_json_output():
+    import json
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mind4_specs", "--sampler", "numpy", "--dtype", "float32", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["target"] == "sampler numpy" and report["exit_code"] == 0
+    assert report["summary"]["sampler"]["passed"] == 14
+    assert {s["outcome"] for s in report["specs"] if s["component"] == "model"} == {"skipped"}
