@@ -186,3 +186,23 @@ def test_dtype_and_device_refused(checkpoint):
 
     with pytest.raises(Mind4Error, match="float16"):
         MetalRuntime(checkpoint, dtype="float16")
+
+
+@pytest.mark.parametrize("layout", ["hf", "sharded"])
+def test_other_layouts(tmp_path, layout):
+    """Hugging Face layout (re-packed in memory) and sharded canonical files."""
+    from mind4_metal.runtime import MetalRuntime
+
+    from mind4_core.convert import convert_checkpoint
+
+    src = init_checkpoint(CONFIG, tmp_path / "src", seed=4, experts="mxfp4", dtype="bfloat16")
+    dst = tmp_path / layout
+    if layout == "hf":
+        convert_checkpoint(src, dst, to="hf")
+    else:
+        convert_checkpoint(src, dst, to="canonical", max_shard_bytes=40_000)
+        assert len(list(dst.glob("*.safetensors"))) > 1
+    ckpt = open_checkpoint(dst)
+    tokens = np.random.default_rng().integers(0, CONFIG.vocab_size, size=(1, 10))
+    out = MetalRuntime(ckpt, num_threads=1).forward(tokens, None, last_only=False)
+    assert oracle.relative_error(out, oracle_logits(ckpt, tokens)) < 1e-5
