@@ -400,3 +400,23 @@ def test_cli_trains(tmp_path, corpus):
     assert result.exit_code == 0, result.output
     assert "done: step 2" in result.output
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_progress_bar_on_a_terminal_shows_loss_rate_and_eta(tmp_path, corpus):
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=160)
+    data = tiny(tmp_path, corpus, training={"max_steps": 2}, log={"progress": True})
+    Trainer(parse_config(data, "test"), console=console).run()
+    shown = buffer.getvalue()
+    assert "loss" in shown and "tok/s" in shown and "ETA" in shown and "2/2" in shown
+
+
+def test_plain_progress_lines_when_not_a_terminal(tmp_path, corpus):
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=160)
+    data = tiny(
+        tmp_path, corpus, training={"max_steps": 4}, log={"progress": True, "print_interval": 2}
+    )
+    Trainer(parse_config(data, "test"), console=console).run()
+    lines = [line for line in buffer.getvalue().splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in lines if "loss" in line and "ETA" in line] == ["2/4", "4/4"]
