@@ -37,10 +37,16 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from mind4_torch.runtime import factory
 
-    from mind4_core.engine import load
+    from mind4_core.checkpoint import CanonicalLoader
+    from mind4_core.config import Config, RuntimeConfig
     from mind4_core.lab import CAPTURE_KINDS, capture
     from mind4_core.presets import init_checkpoint
+
+    def load_runtime(path):  # straight to the backend factory: no plugin discovery needed
+        config = Config(runtime=RuntimeConfig(device=args.device, dtype=args.dtype))
+        return factory(checkpoint=CanonicalLoader().open(path), config=config, components={})
 
     cuda = args.device.startswith("cuda")
 
@@ -52,8 +58,7 @@ def main() -> None:
         path = init_checkpoint(
             args.preset, Path(tmp) / args.preset, seed=0, dtype="float32", experts="bf16"
         )
-        A = load(path, backend="torch", device=args.device, dtype=args.dtype).runtime
-        B = load(path, backend="torch", device=args.device, dtype=args.dtype).runtime
+        A, B = load_runtime(path), load_runtime(path)
     cfg = A.model_config
     rng = np.random.default_rng(0)
     prompt = rng.integers(0, cfg.vocab_size, (1, args.context))
