@@ -713,6 +713,7 @@ class _Progress:
                 f"step {step}/{self.total}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
                 f"{self.rate:,.0f} tok/s  elapsed {_hms(spent)}  ETA {_hms(eta)}",
                 markup=False,
+                soft_wrap=True,
             )
 
     def note(self, message: str) -> None:

@@ -38,6 +38,7 @@ class RunLog:
         self.json_path = self.out_dir / "log.jsonl"
         self.png_path = self.out_dir / "loss.png"
         self.rows: list[dict[str, Any]] = []
+        self.warned = False
 
     def start(self, resume_step: int | None) -> None:
         """Fresh run: empty log. Resume: keep the rows up to ``resume_step``."""
@@ -80,10 +81,18 @@ class RunLog:
         evals = [r for r in self.rows if r["kind"] == "eval"]
         if not train and not evals:
             return None
-        import matplotlib
+        try:
+            from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+        except ImportError:
+            if not self.warned:
+                self.warned = True
+                import warnings
 
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+                warnings.warn(
+                    "matplotlib is not installed: no loss.png (pip install matplotlib)",
+                    stacklevel=2,
+                )
+            return None
 
         fig = Figure(figsize=(9, 4.5), dpi=100)
         ax = fig.add_subplot(1, 1, 1)
