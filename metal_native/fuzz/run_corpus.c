@@ -1,12 +1,16 @@
 /* run_corpus.c - regression driver: feed every file of the given
- * directories (the fuzz corpus and crash reproducers) to the fuzz target,
+ * directories (the fuzz corpus and crash reproducers) to a fuzz target
+ * (FUZZ_TARGET, default fuzz_checkpoint.c),
  * built without libFuzzer so it runs as an ordinary ctest under sanitizers. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz_checkpoint.c"
+#ifndef FUZZ_TARGET
+#define FUZZ_TARGET "fuzz_checkpoint.c"
+#endif
+#include FUZZ_TARGET
 
 static int run_dir(const char* dir, size_t* count) {
     DIR* d = opendir(dir);

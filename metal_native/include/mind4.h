@@ -225,6 +225,41 @@ mind4_status mind4_sampler_probabilities(
 mind4_status mind4_sampler_retain(mind4_sampler* sampler);
 mind4_status mind4_sampler_release(mind4_sampler* sampler); /* NULL is accepted */
 
+/* -------------------------------------------------------- tokenizer view */
+
+/* A view of a byte-level BPE vocabulary: token id <-> bytes (it does not
+ * encode text). Built from a tiktoken ranks file, one "<base64 token> <rank>"
+ * per line with ranks 0..N-1 and every token distinct; special tokens are
+ * added with their ids (>= N). */
+typedef struct mind4_tokenizer mind4_tokenizer;
+
+mind4_status mind4_tokenizer_create_from_file(const char* ranks_path, mind4_tokenizer** tokenizer_out);
+mind4_status mind4_tokenizer_create_from_memory(const char* ranks_text, size_t size, mind4_tokenizer** tokenizer_out);
+
+/* Register a special token (e.g. "<|start|>") at id >= the ranked tokens. */
+mind4_status mind4_tokenizer_add_special(mind4_tokenizer* tokenizer, uint32_t id, const char* text, size_t size);
+
+/* num_ranked: ids 0..N-1 from the ranks; vocab_size: 1 + the largest id known. */
+mind4_status mind4_tokenizer_get_num_tokens(
+    const mind4_tokenizer* tokenizer, uint32_t* num_ranked_out, uint32_t* vocab_size_out);
+
+/* The bytes of one token (valid while the tokenizer lives). MIND4_NOT_FOUND for
+ * an id with no token (a gap between ranked and special ids). */
+mind4_status mind4_tokenizer_get_token(
+    const mind4_tokenizer* tokenizer, uint32_t id, const uint8_t** bytes_out, size_t* size_out);
+
+/* Concatenated bytes of ids[0..n). *size_out gets the bytes needed; when
+ * capacity is smaller, MIND4_INVALID_ARGUMENT and nothing is written. */
+mind4_status mind4_tokenizer_decode(const mind4_tokenizer* tokenizer, const uint32_t* ids, size_t num_ids,
+                                    uint8_t* bytes_out, size_t capacity, size_t* size_out);
+
+/* The id whose bytes are exactly bytes[0..size) (ranked or special), or MIND4_NOT_FOUND. */
+mind4_status mind4_tokenizer_find(
+    const mind4_tokenizer* tokenizer, const uint8_t* bytes, size_t size, uint32_t* id_out);
+
+mind4_status mind4_tokenizer_retain(mind4_tokenizer* tokenizer);
+mind4_status mind4_tokenizer_release(mind4_tokenizer* tokenizer); /* NULL is accepted */
+
 #ifdef __cplusplus
 }
 #endif
