@@ -50,13 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mind4", "Mind 4 conformance specs (mind4_specs)")
     group.addoption(
         "--mind4-backend",
-        default=os.environ.get("MIND4_BACKEND"),
         help="backend to check (default: $MIND4_BACKEND)",
     )
     group.addoption(
         "--mind4-device",
-        default=os.environ.get("MIND4_DEVICE"),
-        help="device to run on (default: cpu when the backend supports it, else its first device)",
+        help="device to run on (default: $MIND4_DEVICE, else cpu when the backend supports it)",
     )
     group.addoption(
         "--mind4-dtype",
@@ -74,8 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--mind4-seed",
         type=int,
-        default=int(os.environ["MIND4_SPECS_SEED"]) if os.environ.get("MIND4_SPECS_SEED") else None,
-        help="seed of the random inputs (default: a new one each run, shown in the header)",
+        help="seed of the random inputs (default: $MIND4_SPECS_SEED, else a new one each run, shown)",
     )
 
 
@@ -145,11 +142,15 @@ def _resolve_target(config: pytest.Config) -> Target:
     from mind4_core.plugins import get_manager
 
     opt = config.option
-    name = opt.mind4_backend or None
+    name = opt.mind4_backend or os.environ.get("MIND4_BACKEND") or None
+    device = opt.mind4_device or os.environ.get("MIND4_DEVICE")
     overrides = {
         k: getattr(opt, f"mind4_{k}") for k in COMPONENT_KINDS if getattr(opt, f"mind4_{k}")
     }
-    seed = opt.mind4_seed if opt.mind4_seed is not None else int.from_bytes(os.urandom(3), "little")
+    seed = opt.mind4_seed
+    if seed is None:
+        env_seed = os.environ.get("MIND4_SPECS_SEED")
+        seed = int(env_seed) if env_seed else int.from_bytes(os.urandom(3), "little")
     manager = get_manager()
     backend = None
     unavailable = None
@@ -173,12 +174,9 @@ def _resolve_target(config: pytest.Config) -> Target:
                 f"--mind4-{kind.replace('_', '-')} {component!r}: no such component; "
                 f"installed: {installed}"
             )
-    if opt.mind4_device:
-        device = opt.mind4_device
-    elif backend is not None and "cpu" not in backend.devices:
-        device = sorted(backend.devices)[0]
-    else:
-        device = "cpu"
+    if not device:
+        cpu_ok = backend is None or "cpu" in backend.devices
+        device = "cpu" if cpu_ok else sorted(backend.devices)[0]
     return Target(name, backend, device, overrides, seed, unavailable)
 
 
@@ -190,19 +188,16 @@ def get_target(config: pytest.Config) -> Target:
     return config.stash[TARGET]
 
 
-def _asked_for(config: pytest.Config) -> bool:
-    opt = config.option
-    return bool(opt.mind4_backend) or any(getattr(opt, f"mind4_{k}") for k in COMPONENT_KINDS)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mind4_spec: a Mind 4 conformance spec")
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    if not _asked_for(config):
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    if not any(is_spec(item) for item in items):
         return []
     target = get_target(config)
+    if not target.chosen:
+        return []
     what = [f"backend {target.backend_name!r}"] if target.backend is not None else []
     what += [f"{kind} {name!r}" for kind, name in target.overrides.items()]
     plugin = (
