@@ -125,6 +125,15 @@ class RotaryEmbedding(nn.Module):
             )
         return self.cos_table[positions].unsqueeze(2), self.sin_table[positions].unsqueeze(2)
 
+    def at(self, position: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos, sin`` rows ``(D,)`` of one position (the decode fast path)."""
+        table = self.cos_table
+        if table is None or table.shape[0] <= position or table.device != torch.device(device):
+            self._build(
+                max(position + 1, 256, 2 * (0 if table is None else table.shape[0])), device
+            )
+        return self.cos_table[position], self.sin_table[position]
+
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate ``x (B, T, heads, D)``: ``(x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)``."""
@@ -377,8 +386,33 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(H, config.rms_norm_eps, device=device)
         self.unembedding = nn.Linear(H, V, bias=False, device=device)
         self.rope = RotaryEmbedding(config)
+        #: decode one token of one row through :mod:`mind4_torch.decode` (same result, fewer
+        #: operations) when the model runs its own torch components without gradients
+        self.fast_decode = True
+        self._decode_step = None
         if init:
             self.init_weights()
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .half(), ...: parameters may be new tensors
+        self._decode_step = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _use_decode_step(self, B: int, T: int, cache, offsets: Offsets) -> bool:
+        if not (self.fast_decode and B == 1 and T == 1 and cache is not None):
+            return False
+        if not isinstance(offsets.value, int) or torch.is_grad_enabled():
+            return False
+        if self._decode_step is None:
+            own = all(
+                type(b.attn.attention) is TorchAttention and type(b.mlp.moe) is TorchMoE
+                for b in self.block
+            )
+            if not own:
+                return False
+            from .decode import DecodeStep
+
+            self._decode_step = DecodeStep(self)
+        return True
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None, std: float = 0.02) -> None:
@@ -422,6 +456,9 @@ class Transformer(nn.Module):
                 f"{T} tokens exceed the model's context (max_context_length="
                 f"{self.config.max_context_length})"
             )
+
+        if not return_aux_loss and self._use_decode_step(B, T, cache, offsets):
+            return self._decode_step(tokens, cache, offsets.value)  # (1, 1, V)
 
         rope = self.rope(
             offsets.positions(T, tokens.device), offsets.hi + T

@@ -219,23 +219,25 @@ class TorchRuntime:
         )
 
     def _tokens(self, tokens) -> torch.Tensor:
+        """Validate ``tokens (B, T)`` (on the host, where it is cheap) and move them."""
         if isinstance(tokens, torch.Tensor):
-            t = tokens
+            if tokens.is_floating_point() or tokens.dtype == torch.bool:
+                raise InputError(f"tokens must be integers, got {tokens.dtype}")
+            array = tokens.detach().cpu().numpy()
         else:
             array = np.asarray(tokens)
             if array.dtype.kind not in "iu":
                 raise InputError(f"tokens must be integers, got dtype {array.dtype}")
-            t = torch.from_numpy(array.astype(np.int64, copy=False))
-        if t.dim() != 2 or t.shape[0] == 0 or t.shape[1] == 0:
-            raise InputError(f"tokens must have shape (B, T) with B, T >= 1, got {tuple(t.shape)}")
-        if t.is_floating_point() or t.dtype == torch.bool:
-            raise InputError(f"tokens must be integers, got {t.dtype}")
+        if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+            raise InputError(f"tokens must have shape (B, T) with B, T >= 1, got {array.shape}")
         V = self.model_config.vocab_size
-        lo, hi = int(t.min()), int(t.max())
+        lo, hi = int(array.min()), int(array.max())
         if lo < 0 or hi >= V:
-            bad = lo if lo < 0 else hi
-            raise InputError(f"token id {bad} is outside the vocabulary 0..{V - 1}")
-        return t.to(device=self._device, dtype=torch.long)
+            raise InputError(
+                f"token id {lo if lo < 0 else hi} is outside the vocabulary 0..{V - 1}"
+            )
+        t = torch.from_numpy(array.astype(np.int64, copy=False))
+        return t if self._device.type == "cpu" else t.to(self._device)
 
     @torch.inference_mode()
     def forward(

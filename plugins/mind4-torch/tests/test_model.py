@@ -143,6 +143,53 @@ def test_chunked_prefill_equals_one_shot(tiny_runtime, tiny, chunks):
     assert rel_err(np.concatenate(parts, axis=1), one_shot) < 1e-6
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # k = 2: the two experts as one strided batch
+        dict(experts_per_token=1),
+        dict(experts_per_token=3),  # usually unevenly spaced: the grouped fallback
+        dict(num_key_value_heads=1, sliding_window=3),
+    ],
+)
+@pytest.mark.parametrize("storage", ["float32", "mxfp4"])
+def test_fast_decode_equals_the_readable_path(tmp_path, monkeypatch, overrides, storage):
+    """Batch-1 decode goes through mind4_torch.decode; it must match the readable path
+    and the oracle, with dense or packed MXFP4 experts."""
+    cfg = config(**overrides)
+    checkpoint, stored = write(tmp_path, cfg, random_weights(cfg, seed=11), storage=storage)
+    monkeypatch.setenv("MIND4_TORCH_EXPERTS", "mxfp4")
+    rt = runtime(checkpoint)
+    toks = tokens(cfg, 1, 14, seed=12)
+    ref = oracle.forward(stored, cfg, toks)
+    fast_cache, slow_cache = rt.new_cache(1, 16), rt.new_cache(1, 16)
+    rt.forward(toks[:, :3], fast_cache, 0)
+    rt.forward(toks[:, :3], slow_cache, 0)
+    fast, slow = [], []
+    for t in range(3, 14):
+        fast.append(rt.to_numpy(rt.forward(toks[:, t : t + 1], fast_cache, t)))
+        rt.model.fast_decode = False
+        slow.append(rt.to_numpy(rt.forward(toks[:, t : t + 1], slow_cache, t)))
+        rt.model.fast_decode = True
+    assert rt.model._decode_step is not None  # the fast path ran
+    fast, slow = np.stack(fast, 1), np.stack(slow, 1)
+    assert rel_err(fast, slow) < 1e-6
+    assert rel_err(fast, ref[:, 3:]) < TOL["float32"]
+    torch.testing.assert_close(fast_cache.k, slow_cache.k, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_fast_decode_low_precision(tmp_path, dtype):
+    cfg = config(experts_per_token=4)  # k = E: no routing flips
+    checkpoint, stored = write(tmp_path, cfg, random_weights(cfg, seed=13))
+    rt = runtime(checkpoint, dtype)
+    toks = tokens(cfg, 1, 9)
+    cache = rt.new_cache(1, 12)
+    steps = [rt.to_numpy(rt.forward(toks[:, t : t + 1], cache, t)) for t in range(9)]
+    assert rt.model._decode_step is not None
+    assert rel_err(np.stack(steps, 1), oracle.forward(stored, cfg, toks)) < TOL[dtype]
+
+
 def test_rewind_reuses_a_shared_prefix(tiny_runtime, tiny):
     """A smaller offset overwrites the cache from there: the engine's prefix reuse."""
     cfg = tiny[0]

@@ -1,0 +1,165 @@
+"""The decode fast path: one new token of one sequence, with the fewest operations.
+
+Decoding a token at batch 1 reads every weight it uses once and does little
+arithmetic, so on a CPU its time is the weight read plus the per-operation cost
+of eager PyTorch (a few microseconds each, hundreds per token). This module
+computes exactly what :class:`mind4_torch.model.Transformer` computes for
+``tokens (1, 1)`` with a KV cache, as a flat loop over pre-bound weights:
+
+- no module calls, no shape checks, views instead of reshapes;
+- RoPE as ``x * cos + roll(x, D/2) * sin`` on q and k heads together;
+- attention on the visible cache slice only, no mask (a single query sees all of it);
+- the ``k`` selected experts read in place as one strided batch (:func:`moe.evenly_spaced`),
+  gate-weighted and added to the residual in one ``addmm``.
+
+The model uses it only with its own torch components (a swapped-in attention or
+MoE component always goes through the readable path), and the tests check that
+both paths agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .moe import experts, swiglu
+from .util import cast, float32
+
+
+class DecodeStep:
+    """``step(token, cache, pos) -> logits (1, 1, V)`` for a :class:`Transformer`.
+
+    Holds references to the model's parameters (not copies): in-place updates are
+    seen; replacing parameters needs a new plan (the model drops its plan on ``.to()``).
+    """
+
+    def __init__(self, model):
+        cfg = model.config
+        self.model = model
+        self.eps = cfg.rms_norm_eps
+        self.H, self.Hq, self.Hkv, self.D = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        )
+        self.k = cfg.experts_per_token
+        self.limit = cfg.swiglu_limit
+        self.layers = [
+            (
+                block.attn.norm.scale,
+                block.attn.qkv.weight,
+                block.attn.qkv.bias,
+                block.attn.sinks,
+                block.attn.out.weight,
+                block.attn.out.bias,
+                block.attn.window,
+                block.attn.sm_scale,
+                block.mlp.norm.scale,
+                block.mlp.gate.weight,
+                block.mlp.gate.bias,
+                block.mlp,  # expert weights: read at call time (they may be packed)
+            )
+            for block in model.block
+        ]
+
+    def rms_norm(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return cast(torch.rms_norm(float32(x), (self.H,), scale, self.eps), x.dtype)
+
+    def __call__(self, token: torch.Tensor, cache, pos: int) -> torch.Tensor:
+        model = self.model
+        H, Hq, Hkv, D, k = self.H, self.Hq, self.Hkv, self.D, self.k
+        G = Hq // Hkv
+        cos, sin = model.rope.at(pos, token.device)  # (D,) each
+        x = model.embedding.weight[token.view(1)]  # (1, H)
+
+        for n, (n1, wqkv, bqkv, sinks, wout, bout, window, sm_scale, n2, wg, bg, mlp) in enumerate(
+            self.layers
+        ):
+            # attention
+            qkv = F.linear(self.rms_norm(x, n1), wqkv, bqkv).view(Hq + 2 * Hkv, D)
+            qk, v = qkv.split_with_sizes([Hq + Hkv, Hkv])  # (Hq + Hkv, D), (Hkv, D)
+            qk32 = float32(qk)
+            qk = cast(torch.addcmul(qk32 * cos, qk32.roll(D // 2, -1), sin), qk.dtype)  # RoPE
+            q, k_new = qk.split_with_sizes([Hq, Hkv])  # (Hq, D), (Hkv, D)
+            keys, values = cache.k_layers[n][0], cache.v_layers[n][0]  # (max_tokens, Hkv, D)
+            keys[pos].copy_(k_new)
+            values[pos].copy_(v)
+            start = max(0, pos - window + 1) if window else 0
+            keys, values = (
+                float32(keys[start : pos + 1]),
+                float32(values[start : pos + 1]),
+            )  # (S, Hkv, D)
+            scores = torch.matmul(float32(q).view(Hkv, G, D), keys.permute(1, 2, 0))  # (Hkv, G, S)
+            scores.mul_(sm_scale)
+            scores = torch.cat([scores, sinks.view(Hkv, G, 1)], dim=-1)  # the sink column
+            probs = torch.softmax(scores, dim=-1)[..., :-1]  # (Hkv, G, S)
+            o = torch.matmul(probs, values.transpose(0, 1)).view(1, Hq * D)  # (1, Hq D)
+            x = x + F.linear(cast(o, x.dtype), wout, bout)  # (1, H)
+
+            # mixture of experts
+            t = self.rms_norm(x, n2)  # (1, H)
+            top, idx = torch.topk(float32(F.linear(t, wg, bg)), k, dim=-1)  # (1, k)
+            gates = torch.softmax(top, dim=-1)  # (1, k) float32
+            chosen = idx.tolist()[0]
+            picked = picked_experts(mlp, chosen)
+            if picked is None:  # packed MXFP4 or unevenly spaced experts
+                y = experts(
+                    t,
+                    idx,
+                    gates,
+                    mlp.mlp1_weight,
+                    mlp.mlp1_bias,
+                    mlp.mlp2_weight,
+                    mlp.mlp2_bias,
+                    self.limit,
+                )
+                x = x + y
+                continue
+            w1, b1, w2, b2, reverse = picked  # (k, 2I, H), (k, 1, 2I), (k, H, I), (k, 1, H)
+            h = torch.baddbmm(b1, t.expand(k, 1, H), w1.transpose(1, 2))  # (k, 1, 2I)
+            y = torch.baddbmm(b2, swiglu(h, self.limit), w2.transpose(1, 2))  # (k, 1, H)
+            if reverse:
+                gates = gates.flip(-1)
+            x = torch.addmm(x, cast(gates, x.dtype), y.view(k, H))  # x + Σ gate_k y_k
+
+        return model.unembedding(self.rms_norm(x, model.norm.scale)).view(1, 1, -1)  # (1, 1, V)
+
+
+def picked_experts(mlp, chosen: list[int]):
+    """The chosen experts' weights as strided views ``(k, ...)`` (no copy), or ``None``.
+
+    Views exist when the expert ids, sorted, are evenly spaced (always for k <= 2).
+    ``reverse`` says the ids came in descending order (the gates must be flipped).
+    """
+    w1 = mlp.mlp1_weight
+    if not isinstance(w1, torch.Tensor):
+        return None
+    k = len(chosen)
+    reverse = k == 2 and chosen[0] > chosen[1]
+    if reverse:
+        chosen = chosen[::-1]
+    elif k > 2:
+        if chosen != sorted(chosen):
+            return None  # the general case: moe.experts groups them
+        if any(b - a != chosen[1] - chosen[0] for a, b in zip(chosen, chosen[1:])):
+            return None
+    first, step = chosen[0], (chosen[1] - chosen[0] if k > 1 else 1)
+    w2, b1, b2 = mlp.mlp2_weight, mlp.mlp1_bias, mlp.mlp2_bias
+    s1, s2 = w1.stride(), w2.stride()
+    t1, t2 = b1.stride(), b2.stride()
+    return (
+        w1.as_strided(
+            (k, *w1.shape[1:]), (step * s1[0], s1[1], s1[2]), w1.storage_offset() + first * s1[0]
+        ),
+        b1.as_strided(
+            (k, 1, b1.shape[1]), (step * t1[0], 0, t1[1]), b1.storage_offset() + first * t1[0]
+        ),
+        w2.as_strided(
+            (k, *w2.shape[1:]), (step * s2[0], s2[1], s2[2]), w2.storage_offset() + first * s2[0]
+        ),
+        b2.as_strided(
+            (k, 1, b2.shape[1]), (step * t2[0], 0, t2[1]), b2.storage_offset() + first * t2[0]
+        ),
+        reverse,
+    )
