@@ -7,6 +7,9 @@
 
 #if defined(M4_HAVE_AVX2) && (defined(__GNUC__) || defined(__clang__))
 #define M4_CPU_CHECK 1
+#elif defined(M4_HAVE_AVX2) && defined(_MSC_VER)
+#include <immintrin.h>
+#include <intrin.h>
 #endif
 
 /* ------------------------------------------------------------ dispatch */

@@ -5,6 +5,7 @@
 
 #if defined(_WIN32)
 #include <windows.h>
+#define thread_yield() SwitchToThread()
 typedef HANDLE m4_thread;
 typedef CRITICAL_SECTION m4_mutex;
 typedef CONDITION_VARIABLE m4_cond;
@@ -18,7 +19,9 @@ typedef CONDITION_VARIABLE m4_cond;
 #define cond_broadcast(c) WakeAllConditionVariable(c)
 #else
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
+#define thread_yield() sched_yield()
 typedef pthread_t m4_thread;
 typedef pthread_mutex_t m4_mutex;
 typedef pthread_cond_t m4_cond;
@@ -54,7 +57,10 @@ typedef _Atomic size_t atomic_sz;
 #define a_add(p, v) atomic_fetch_add((p), (v))
 #endif
 
-/* Spin this many polls before sleeping (~100 us at a few ns per pause). */
+/* Idle workers poll with a pause instruction, then yield their core between
+ * polls (a waiting thread must not starve the one it waits for when the
+ * machine is oversubscribed), then sleep. */
+#define PAUSE_POLLS 2000
 #define SPIN_POLLS 20000
 
 struct m4_pool {
@@ -83,7 +89,11 @@ static void worker_loop(m4_pool* pool, size_t index) {
         int polls = 0;
         while ((gen = (size_t)a_load(&pool->generation)) == seen && !a_load(&pool->stop)) {
             if (++polls < SPIN_POLLS) {
-                cpu_relax();
+                if (polls < PAUSE_POLLS) {
+                    cpu_relax();
+                } else {
+                    thread_yield();
+                }
                 continue;
             }
             mutex_lock(&pool->mutex);
@@ -208,7 +218,13 @@ void m4_pool_run(m4_pool* pool, m4_task_fn fn, void* arg) {
         mutex_unlock(&pool->mutex);
     }
     fn(arg, 0, pool->num_threads);
-    while (a_load(&pool->pending) != 0) cpu_relax();
+    for (int polls = 0; a_load(&pool->pending) != 0; polls++) {
+        if (polls < PAUSE_POLLS) {
+            cpu_relax();
+        } else {
+            thread_yield();
+        }
+    }
     mutex_unlock(&pool->run_mutex);
 }
 
