@@ -6,7 +6,8 @@
 - prefill in chunks at any offset equals one-shot prefill, also after a
   session reset that reuses a shared prefix;
 - a batch equals its rows run one by one (per-row cache offsets);
-- greedy generation follows the oracle; seeded sampling is reproducible.
+- greedy generation follows the oracle; seeded sampling is reproducible, and
+  its frequencies follow the oracle's distribution (chi-square, fixed seed).
 
 Reduced precision can flip a routing decision whose top-k logits nearly tie,
 and then one token's output legitimately differs. So the input tokens are
@@ -24,8 +25,9 @@ import pytest
 from mind4_core.config import SamplingParams
 
 from . import oracle
-from .checks import assert_close
+from .checks import assert_close, chi_square, chi_square_critical
 from .models import SPEC_CONFIG
+from .specs_sampler import FREQUENCY_SEED, describe, robust_top_p
 
 LENGTH = 20  # tokens per test sequence: several sliding windows long
 
@@ -269,3 +271,28 @@ def test_seeded_sampling_is_reproducible(load_model, spec_models, dtype, rng):
     first = run(7)
     assert run(7) == first, "the same seed generated different tokens"
     assert run(8) != first, "seeds 7 and 8 generated the same 12 tokens"
+
+
+def test_sampling_frequencies_follow_oracle(load_model, spec_models, dtype):
+    """2000 tokens drawn through the engine (``Session.sample``) at a fixed seed follow
+    the oracle's sampling distribution of the logits the session returns."""
+    ckpt = spec_models.checkpoint("bf16")
+    model = load_model(ckpt.path, dtype)
+    rng = np.random.default_rng(FREQUENCY_SEED)
+    session = model.session(max_tokens=16)
+    session.append(rng.integers(0, SPEC_CONFIG.vocab_size, 8).tolist())
+    logits = session.prefill().astype(np.float64)  # (V,)
+    top_p = robust_top_p(logits[None], 1.5, 20)
+    params = SamplingParams(temperature=1.5, top_k=20, top_p=top_p)
+    probs = oracle.sampling_probabilities(logits, params.temperature, params.top_k, params.top_p)
+
+    generator = model.sampler.generator(FREQUENCY_SEED)
+    draws = np.array([session.sample(params, generator) for _ in range(2000)])
+    counts = np.bincount(draws, minlength=len(probs))
+    outside = np.flatnonzero((counts > 0) & (probs == 0))
+    assert not len(outside), f"[{describe(params)}] drew tokens {outside.tolist()} of probability 0"
+    stat, df = chi_square(counts, probs)
+    assert stat <= chi_square_critical(df), (
+        f"[{describe(params)}] {dtype}: chi-square {stat:.1f} > {chi_square_critical(df):.1f} "
+        f"(df {df}) against the oracle's distribution of the session's logits"
+    )

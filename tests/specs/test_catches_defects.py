@@ -49,8 +49,9 @@ DEFECTS = {
         ],
     ),
     "temperature_inverted": (
-        "sampler",
+        "sampler or sampling_frequencies",
         [
+            "model::test_sampling_frequencies_follow_oracle[float32]",
             "sampler::test_probabilities_match_oracle[float32-t0.6]",
             "sampler::test_probabilities_match_oracle[float32-t1.7]",
             "sampler::test_frequencies_match_oracle[float32-t0.6]",
