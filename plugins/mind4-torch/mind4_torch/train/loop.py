@@ -435,6 +435,48 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def _train_step(self, model: torch.nn.Module, batches: data_mod.Batches, step: int) -> dict:
+        """One optimiser step (``step`` counts from 0); returns its log row."""
+        cfg, tc, oc = self.cfg, self.cfg.training, self.cfg.optimizer
+        lr = learning_rate(step, oc.lr, oc.min_lr, oc.warmup_steps, tc.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ce_sum = aux_sum = 0.0
+        for m in range(tc.grad_accumulation):
+            tokens = torch.from_numpy(batches.micro_batch(step, m)).to(self.device)  # (B, T+1)
+            sync = not self.dist.enabled or m == tc.grad_accumulation - 1
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with self._autocast():
+                    logits, aux = model(tokens[:, :-1], return_aux_loss=True)  # (B, T, V), ()
+                ce = F.cross_entropy(
+                    logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+                )
+                loss = ce + cfg.moe.aux_loss_coef * aux.float()
+                (loss / tc.grad_accumulation).backward()
+            ce_sum += ce.item()
+            aux_sum += aux.item()
+        params = self.params
+        for p in params:  # an expert no token chose: a zero gradient, not a skipped update
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if oc.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, oc.grad_clip))
+        else:
+            grad_norm = float(
+                torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        ce_sum, aux_sum = self._all_sum([ce_sum, aux_sum], self.device)
+        n_micro = tc.grad_accumulation * self.dist.world_size
+        return {
+            "kind": "train",
+            "lr": lr,
+            "loss": ce_sum / n_micro,
+            "aux_loss": aux_sum / n_micro,
+            "grad_norm": grad_norm,
+        }
+
     # -- the loop ---------------------------------------------------------------
 
     def run(self) -> TrainResult:
@@ -512,7 +554,7 @@ class Trainer:
         interrupted = False
         step = start
         train_time, train_tokens = 0.0, 0
-        params = list(self.model.parameters())
+        self.params = list(self.model.parameters())
         t_start = time.perf_counter()
         progress = _Progress(self, start, tc.max_steps) if self.dist.main else None
 
@@ -522,52 +564,18 @@ class Trainer:
         with StopRequest(self.say) as stop, progress or contextlib.nullcontext():
             while step < tc.max_steps:
                 t0 = time.perf_counter()
-                lr = learning_rate(step, oc.lr, oc.min_lr, oc.warmup_steps, tc.max_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                ce_sum = aux_sum = 0.0
-                for m in range(tc.grad_accumulation):
-                    tokens = torch.from_numpy(batches.micro_batch(step, m)).to(self.device)
-                    sync = not self.dist.enabled or m == tc.grad_accumulation - 1
-                    with contextlib.nullcontext() if sync else model.no_sync():
-                        with self._autocast():
-                            logits, aux = model(tokens[:, :-1], return_aux_loss=True)
-                        ce = F.cross_entropy(
-                            logits.float().reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
-                        )
-                        loss = ce + cfg.moe.aux_loss_coef * aux.float()
-                        (loss / tc.grad_accumulation).backward()
-                    ce_sum += ce.item()
-                    aux_sum += aux.item()
-                for p in params:  # an expert no token chose: a zero gradient, not a skip
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                if oc.grad_clip > 0:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, oc.grad_clip))
-                else:
-                    grad_norm = float(
-                        torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-                    )
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                ce_sum, aux_sum = self._all_sum([ce_sum, aux_sum], self.device)
-                n_micro = tc.grad_accumulation * self.dist.world_size
+                row = self._train_step(model, batches, step)
                 step += 1
                 self.tokens_seen += tokens_per_step
                 dt = time.perf_counter() - t0
                 train_time += dt
                 train_tokens += tokens_per_step
-                row = {
-                    "kind": "train",
-                    "step": step,
-                    "tokens": self.tokens_seen,
-                    "lr": lr,
-                    "loss": ce_sum / n_micro,
-                    "aux_loss": aux_sum / n_micro,
-                    "grad_norm": grad_norm,
-                    "tokens_per_s": tokens_per_step / dt,
-                    "elapsed_s": elapsed(),
-                }
+                row.update(
+                    step=step,
+                    tokens=self.tokens_seen,
+                    tokens_per_s=tokens_per_step / dt,
+                    elapsed_s=elapsed(),
+                )
                 if self.dist.main:
                     if self.write_files:
                         log.append(row)
