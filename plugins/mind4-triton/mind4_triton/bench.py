@@ -63,6 +63,23 @@ def gpu_ms(fn, rep_ms: int = 200) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
 
 
+def graph_ms(fn, calls: int = 10) -> float:
+    """Device time of one ``fn()`` replayed from a CUDA graph of ``calls`` calls: no
+    Python launch overhead, as in the decode graph."""
+    fn()  # compile, allocate
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return gpu_ms(graph.replay) / calls
+
+
 # ----------------------------------------------------------------------------- limits
 
 
@@ -161,8 +178,9 @@ def bench_kernels(cfg: ModelConfig, limits: dict) -> list[dict]:
         groups = moe_kernels.align(idx, E, cfg_e.block_m)
         act = torch.empty((groups.sorted_pairs.numel(), I), device=dev, dtype=bf16)
         y = torch.empty((N * k, H), device=dev, dtype=torch.float32)
-        t1 = gpu_ms(lambda: moe_kernels.expert_mlp1(x, groups, k, w1, b1, 7.0, act, cfg_e))
-        t2 = gpu_ms(
+        timer = graph_ms if N <= 64 else gpu_ms
+        t1 = timer(lambda: moe_kernels.expert_mlp1(x, groups, k, w1, b1, 7.0, act, cfg_e))
+        t2 = timer(
             lambda: moe_kernels.expert_mlp2(act, groups, N * k, w2, b2, gates.view(-1), y, cfg_e)
         )
         used = len(torch.unique(idx))
@@ -181,21 +199,42 @@ def bench_kernels(cfg: ModelConfig, limits: dict) -> list[dict]:
             }
         )
 
-    for c in [
-        moe_kernels.ExpertConfig(16, 32, 128, 64, 128, 4, 3),
-        moe_kernels.ExpertConfig(16, 64, 128, 64, 256, 4, 3),
-        moe_kernels.ExpertConfig(16, 32, 256, 32, 256, 4, 4),
-        moe_kernels.ExpertConfig(16, 64, 64, 64, 64, 2, 4),
-    ]:
+    decode_configs = [
+        moe_kernels.ExpertConfig(
+            16, 32, 128, 64, 128, 4, 3, fp16_groups=False
+        ),  # v1: tile decode + tl.dot
+        moe_kernels.ExpertConfig(
+            16, 32, 32, 64, 32, 4, 3, fp16_groups=True
+        ),  # v2: scale groups, fp16 bits
+        moe_kernels.ExpertConfig(16, 64, 32, 64, 32, 4, 4, fp16_groups=True),
+        moe_kernels.ExpertConfig(16, 32, 32, 32, 32, 2, 4, fp16_groups=True),
+        moe_kernels.ExpertConfig(16, 16, 32, 32, 32, 2, 3, fp16_groups=True),
+    ]
+    for c in decode_configs:
         for N in (1, 8):
             moe_case(N, c, "decode")
-    for c in [
-        moe_kernels.ExpertConfig(64, 64, 64, 128, 64, 8, 3),
-        moe_kernels.ExpertConfig(128, 64, 64, 128, 64, 8, 3),
-        moe_kernels.ExpertConfig(128, 64, 128, 128, 128, 8, 3),
-        moe_kernels.ExpertConfig(64, 128, 64, 128, 64, 8, 4),
-    ]:
+    prefill_configs = [
+        moe_kernels.ExpertConfig(64, 64, 64, 128, 64, 8, 3, fp16_groups=False),
+        moe_kernels.ExpertConfig(128, 64, 64, 128, 64, 8, 3, fp16_groups=False),
+        moe_kernels.ExpertConfig(128, 64, 64, 128, 64, 8, 4, fp16_groups=False),
+        moe_kernels.ExpertConfig(128, 64, 32, 128, 32, 8, 3, fp16_groups=True),
+        moe_kernels.ExpertConfig(128, 64, 32, 128, 32, 8, 4, fp16_groups=True),
+        moe_kernels.ExpertConfig(64, 64, 32, 128, 32, 4, 4, fp16_groups=True),
+    ]
+    for c in prefill_configs:
         moe_case(2048, c, "prefill")
+
+    # the fastest of each kind becomes the runtime's configuration for this run
+    def total(row):
+        return row["mlp1_ms"] + row["mlp2_ms"]
+
+    decode_rows = [r for r in rows if r["kernel"] == "moe decode" and r["N"] == 1]
+    prefill_rows = [r for r in rows if r["kernel"] == "moe prefill"]
+    best_decode = min(decode_rows, key=total)["config"]
+    best_prefill = min(prefill_rows, key=total)["config"]
+    moe_kernels.TUNED["decode"] = moe_kernels.ExpertConfig(**best_decode)
+    moe_kernels.TUNED["prefill"] = moe_kernels.ExpertConfig(**best_prefill)
+    rows.append({"kernel": "chosen", "decode": best_decode, "prefill": best_prefill})
 
     # attention: decode over a long context, prefill 2048
     Hq, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -205,8 +244,8 @@ def bench_kernels(cfg: ModelConfig, limits: dict) -> list[dict]:
         vc = torch.randn(1, Hkv, S, D, device=dev, dtype=bf16).transpose(1, 2)
         q = torch.randn(1, 1, Hq, D, device=dev, dtype=bf16)
         off = torch.tensor([S - 1], device=dev, dtype=torch.int32)
-        for splits in (None, 1):
-            t = gpu_ms(
+        for splits in (None, 1, 4, 16):
+            t = graph_ms(
                 lambda: attention(
                     q, kc, vc, sinks, sm_scale=0.125, window=None, offset=off, num_splits=splits
                 )
@@ -364,6 +403,36 @@ def bench_runtime(
     return out
 
 
+def profile_decode(rt, cfg: ModelConfig, steps: int = 3) -> list[dict]:
+    """Device time per kernel name of eager decode steps at a 2048 context (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cache = rt.new_cache(1, 2100)
+    rt.forward(np.random.default_rng(3).integers(0, cfg.vocab_size, (1, 2048)), cache, 0)
+    tokens = torch.tensor([[7]], device="cuda")
+    offsets = torch.tensor([2048], device="cuda", dtype=torch.int32)
+    rt._forward(tokens, cache, offsets, True)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            rt._forward(tokens, cache, offsets, True)
+        torch.cuda.synchronize()
+    rows = []
+    for evt in prof.key_averages():
+        us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
+        if us:
+            rows.append(
+                {
+                    "kernel_name": evt.key[:90],
+                    "us_per_step": us / steps,
+                    "calls_per_step": evt.count / steps,
+                }
+            )
+    rows.sort(key=lambda r: -r["us_per_step"])
+    total = sum(r["us_per_step"] for r in rows)
+    return [{"kernel_name": "TOTAL", "us_per_step": total}] + rows[:25]
+
+
 class DeviceCheckpoint:
     """Random weights on the GPU served through the Checkpoint API (host arrays), so
     another backend's loader can read the very same model."""
@@ -422,6 +491,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--torch", action="store_true", help="the torch backend on the same weights"
     )
+    parser.add_argument(
+        "--torch-probe", action="store_true", help="compare the torch backend's logits only"
+    )
+    parser.add_argument("--profile", action="store_true", help="per-kernel times of a decode step")
     parser.add_argument("--no-triton", action="store_true")
     parser.add_argument("--json", help="write all results to this file")
     args = parser.parse_args(argv)
@@ -452,8 +525,23 @@ def main(argv: list[str] | None = None) -> int:
         result["triton"] = bench_runtime(rt, cfg, limits, prompt=args.prompt, decode=args.decode)
         print(json.dumps(result["triton"]), flush=True)
         probe_logits = rt.forward(probe, None, 0, last_only=False).cpu()
+        if args.profile:
+            result["decode_profile"] = profile_decode(rt, cfg)
+            for row in result["decode_profile"]:
+                print(json.dumps(row), flush=True)
         del rt
-    if args.torch:
+        gc.collect()
+        torch.cuda.empty_cache()
+        # the same model in float32 (dense weights widened, experts still MXFP4): how far
+        # bf16 rounding alone moves the logits of this random 24-layer model
+        rt32 = TritonRuntime(cfg, weights, device="cuda", dtype=torch.float32)
+        probe32 = rt32.forward(probe, None, 0, last_only=False).cpu()
+        del rt32
+        result["triton_bf16_vs_fp32_logits"] = {
+            "rel_err": float((probe_logits - probe32).norm() / probe32.norm())
+        }
+        print(json.dumps(result["triton_bf16_vs_fp32_logits"]), flush=True)
+    if args.torch or args.torch_probe:
         gc.collect()
         torch.cuda.empty_cache()
         from mind4_torch.runtime import factory
@@ -468,7 +556,12 @@ def main(argv: list[str] | None = None) -> int:
             err = float((probe_logits - ref).norm() / ref.norm())
             agree = float((probe_logits.argmax(-1) == ref.argmax(-1)).float().mean())
             result["triton_vs_torch_logits"] = {"rel_err": err, "argmax_agree": agree}
+            result["torch_bf16_vs_triton_fp32_logits"] = {
+                "rel_err": float((ref - probe32).norm() / probe32.norm())
+            }
             print(json.dumps(result["triton_vs_torch_logits"]), flush=True)
+            print(json.dumps(result["torch_bf16_vs_triton_fp32_logits"]), flush=True)
+    if args.torch:
         torch.cuda.reset_peak_memory_stats()
         result["torch"] = bench_runtime(
             trt, cfg, limits, prompt=args.prompt, decode=min(args.decode, 16), name="torch"

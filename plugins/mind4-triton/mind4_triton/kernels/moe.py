@@ -320,6 +320,30 @@ def _mxfp4_tile(packed, scales, BN: tl.constexpr, BK: tl.constexpr):
 
 
 @triton.jit
+def _fp4_group_dot(x_even, x_odd, packed):
+    """``x (M, 32) @ w (N, 32)ᵀ`` for one MXFP4 scale group, **without** its scale,
+    times ``2^-14``, in float32. ``x_even``/``x_odd`` are the even/odd columns of x
+    in float16 ``(M, 16)``; ``packed (N, 16)`` uint8 holds w's codes.
+
+    An E2M1 code ``s eem`` placed as float16 bits ``s 0000 em 000000000``
+    (``(em << 9) | (s << 15)``) is exactly ``value · 2^-14`` — codes 2..7 are
+    normal numbers with exponent field ``e``, code 1 is the subnormal ``2^-15``
+    — so decoding costs three integer operations per weight and no float math.
+    The low nibble (even element) multiplies ``x_even``, the high one ``x_odd``.
+    """
+    p = packed.to(tl.uint16)
+    lo = (((p & 0x07) << 9) | ((p & 0x08) << 12)).to(tl.float16, bitcast=True)
+    hi = (((p & 0x70) << 5) | ((p & 0x80) << 8)).to(tl.float16, bitcast=True)
+    return tl.dot(x_even, tl.trans(lo)) + tl.dot(x_odd, tl.trans(hi))
+
+
+@triton.jit
+def _group_scale(scales):
+    """E8M0 ``scales`` (uint8) -> float32 ``2^(s - 127) · 2^14`` (undoes the 2^-14 above)."""
+    return ((scales.to(tl.int32) + 14) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _dequant_kernel(Blocks, Scales, Out, R, C, BR: tl.constexpr, BC: tl.constexpr):
     rows = tl.program_id(0) * BR + tl.arange(0, BR)
     cb = tl.program_id(1) * (BC // 2) + tl.arange(0, BC // 2)
@@ -411,6 +435,7 @@ def _moe_mlp1_kernel(
     limit,
     TOPK: tl.constexpr,
     MXFP4: tl.constexpr,
+    FP16_GROUPS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -433,46 +458,61 @@ def _moe_mlp1_kernel(
 
     acc_glu = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
     acc_lin = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        x = tl.load(
-            X + token[:, None] * stride_x + (k0 + kk)[None, :],
-            mask=row_ok[:, None] & ((k0 + kk) < H)[None, :],
-            other=0.0,
-        )  # (BLOCK_M, BLOCK_K)
-        w_glu = _load_weight_tile(
-            W,
-            S,
-            e,
-            2 * j,
-            j_ok,
-            k0,
-            stride_we,
-            stride_wr,
-            stride_se,
-            stride_sr,
-            H,
-            MXFP4,
-            BLOCK_N,
-            BLOCK_K,
-        )
-        w_lin = _load_weight_tile(
-            W,
-            S,
-            e,
-            2 * j + 1,
-            j_ok,
-            k0,
-            stride_we,
-            stride_wr,
-            stride_se,
-            stride_sr,
-            H,
-            MXFP4,
-            BLOCK_N,
-            BLOCK_K,
-        )
-        acc_glu = tl.dot(x, tl.trans(w_glu.to(x.dtype)), acc_glu, input_precision=DOT_PRECISION)
-        acc_lin = tl.dot(x, tl.trans(w_lin.to(x.dtype)), acc_lin, input_precision=DOT_PRECISION)
+    if FP16_GROUPS:  # MXFP4 weights, 16-bit activations: one scale group per step
+        c = tl.arange(0, 16)
+        x_ptrs = X + token[:, None] * stride_x + 2 * c[None, :]  # even columns of each row
+        w_glu = W + e * stride_we + (2 * j)[:, None] * stride_wr + c[None, :]
+        s_glu = S + e * stride_se + (2 * j) * stride_sr
+        for k0 in range(0, H, 32):
+            x_even = tl.load(x_ptrs + k0, mask=row_ok[:, None], other=0.0).to(tl.float16)
+            x_odd = tl.load(x_ptrs + k0 + 1, mask=row_ok[:, None], other=0.0).to(tl.float16)
+            packed = tl.load(w_glu + k0 // 2, mask=j_ok[:, None], other=0)
+            scale = _group_scale(tl.load(s_glu + k0 // 32, mask=j_ok, other=0))
+            acc_glu += _fp4_group_dot(x_even, x_odd, packed) * scale[None, :]
+            packed = tl.load(w_glu + stride_wr + k0 // 2, mask=j_ok[:, None], other=0)
+            scale = _group_scale(tl.load(s_glu + stride_sr + k0 // 32, mask=j_ok, other=0))
+            acc_lin += _fp4_group_dot(x_even, x_odd, packed) * scale[None, :]
+    else:
+        for k0 in range(0, H, BLOCK_K):
+            x = tl.load(
+                X + token[:, None] * stride_x + (k0 + kk)[None, :],
+                mask=row_ok[:, None] & ((k0 + kk) < H)[None, :],
+                other=0.0,
+            )  # (BLOCK_M, BLOCK_K)
+            w_glu = _load_weight_tile(
+                W,
+                S,
+                e,
+                2 * j,
+                j_ok,
+                k0,
+                stride_we,
+                stride_wr,
+                stride_se,
+                stride_sr,
+                H,
+                MXFP4,
+                BLOCK_N,
+                BLOCK_K,
+            )
+            w_lin = _load_weight_tile(
+                W,
+                S,
+                e,
+                2 * j + 1,
+                j_ok,
+                k0,
+                stride_we,
+                stride_wr,
+                stride_se,
+                stride_sr,
+                H,
+                MXFP4,
+                BLOCK_N,
+                BLOCK_K,
+            )
+            acc_glu = tl.dot(x, tl.trans(w_glu.to(x.dtype)), acc_glu, input_precision=DOT_PRECISION)
+            acc_lin = tl.dot(x, tl.trans(w_lin.to(x.dtype)), acc_lin, input_precision=DOT_PRECISION)
 
     bias = Bias + e * stride_be
     glu = acc_glu + tl.load(bias + 2 * j, mask=j_ok, other=0.0).to(tl.float32)[None, :]
@@ -509,6 +549,7 @@ def _moe_mlp2_kernel(
     H,
     I,
     MXFP4: tl.constexpr,
+    FP16_GROUPS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -529,29 +570,41 @@ def _moe_mlp2_kernel(
     kk = tl.arange(0, BLOCK_K)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k0 in range(0, I, BLOCK_K):
-        a = tl.load(
-            Act + rows[:, None].to(tl.int64) * stride_act + (k0 + kk)[None, :],
-            mask=row_ok[:, None] & ((k0 + kk) < I)[None, :],
-            other=0.0,
-        )
-        w = _load_weight_tile(
-            W,
-            S,
-            e,
-            n,
-            n_ok,
-            k0,
-            stride_we,
-            stride_wr,
-            stride_se,
-            stride_sr,
-            I,
-            MXFP4,
-            BLOCK_N,
-            BLOCK_K,
-        )
-        acc = tl.dot(a, tl.trans(w.to(a.dtype)), acc, input_precision=DOT_PRECISION)
+    if FP16_GROUPS:
+        c = tl.arange(0, 16)
+        a_ptrs = Act + rows[:, None].to(tl.int64) * stride_act + 2 * c[None, :]
+        w_ptrs = W + e * stride_we + n[:, None] * stride_wr + c[None, :]
+        s_ptrs = S + e * stride_se + n * stride_sr
+        for k0 in range(0, I, 32):
+            a_even = tl.load(a_ptrs + k0, mask=row_ok[:, None], other=0.0).to(tl.float16)
+            a_odd = tl.load(a_ptrs + k0 + 1, mask=row_ok[:, None], other=0.0).to(tl.float16)
+            packed = tl.load(w_ptrs + k0 // 2, mask=n_ok[:, None], other=0)
+            scale = _group_scale(tl.load(s_ptrs + k0 // 32, mask=n_ok, other=0))
+            acc += _fp4_group_dot(a_even, a_odd, packed) * scale[None, :]
+    else:
+        for k0 in range(0, I, BLOCK_K):
+            a = tl.load(
+                Act + rows[:, None].to(tl.int64) * stride_act + (k0 + kk)[None, :],
+                mask=row_ok[:, None] & ((k0 + kk) < I)[None, :],
+                other=0.0,
+            )
+            w = _load_weight_tile(
+                W,
+                S,
+                e,
+                n,
+                n_ok,
+                k0,
+                stride_we,
+                stride_wr,
+                stride_se,
+                stride_sr,
+                I,
+                MXFP4,
+                BLOCK_N,
+                BLOCK_K,
+            )
+            acc = tl.dot(a, tl.trans(w.to(a.dtype)), acc, input_precision=DOT_PRECISION)
 
     y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     y = y * tl.load(Gates + pair, mask=row_ok, other=0.0)[:, None]
@@ -563,7 +616,9 @@ def _moe_mlp2_kernel(
 
 
 class ExpertConfig(NamedTuple):
-    """Tile sizes of the two expert kernels."""
+    """Tile sizes of the two expert kernels. ``fp16_groups``: with MXFP4 weights and
+    16-bit activations, walk K one 32-wide scale group at a time with weights decoded
+    straight to float16 bits (:func:`_fp4_group_dot`); ``block_k*`` then do not apply."""
 
     block_m: int
     block_n1: int
@@ -572,13 +627,19 @@ class ExpertConfig(NamedTuple):
     block_k2: int
     num_warps: int = 4
     num_stages: int = 3
+    fp16_groups: bool = True
+
+
+#: configurations chosen by measurement (``mind4_triton.bench`` may replace them)
+TUNED = {
+    "decode": ExpertConfig(16, 32, 128, 64, 128, num_warps=4, num_stages=3, fp16_groups=True),
+    "prefill": ExpertConfig(64, 64, 64, 128, 64, num_warps=8, num_stages=3, fp16_groups=False),
+}
 
 
 def expert_config(n_pairs: int) -> ExpertConfig:
     """Tiles for decode (few rows: bandwidth-bound) and prefill (compute-bound)."""
-    if n_pairs <= 64:
-        return ExpertConfig(16, 32, 128, 64, 128, num_warps=4, num_stages=3)
-    return ExpertConfig(64, 64, 64, 128, 64, num_warps=8, num_stages=3)
+    return TUNED["decode" if n_pairs <= 64 else "prefill"]
 
 
 def _weight_args(w):
@@ -627,6 +688,7 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
         float(limit),
         TOPK=topk,
         MXFP4=mx,
+        FP16_GROUPS=mx and cfg.fp16_groups and x.dtype != torch.float32,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n1,
         BLOCK_K=cfg.block_k1,
@@ -664,6 +726,7 @@ def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: 
         H,
         I,
         MXFP4=mx,
+        FP16_GROUPS=mx and cfg.fp16_groups and act.dtype != torch.float32,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n2,
         BLOCK_K=cfg.block_k2,
