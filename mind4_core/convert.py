@@ -94,37 +94,6 @@ class QuantError:
         return float(np.sqrt(self.err2 / self.ref2)) if self.ref2 > 0 else 0.0
 
 
-def quantise_mxfp4(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``x [..., cols]`` float32 -> MXFP4 ``(blocks, scales)`` and the dequantised values.
-
-    The rule of the reference oracle (``mind4_specs.oracle.mxfp4_encode``): a
-    block's scale is the smallest power of two with ``amax / scale <= 6``; each
-    value rounds to the nearest FP4 value, a tie going to the even code.
-    Rounding is arithmetic (FP4 steps are 0.5 below 2, 1 below 4, 2 up to 6)
-    rather than a search, which makes this several times faster than
-    :func:`mind4_core.mxfp4.encode`; the dequantised values come for free, so
-    the caller can measure the error without decoding.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    *lead, cols = x.shape
-    groups = x.reshape(*lead, cols // mxfp4.BLOCK, mxfp4.BLOCK)  # (..., G, 32)
-    amax = np.abs(groups).max(axis=-1)  # (..., G)
-    # exact ceil(log2(amax / 6)): amax/6 = m·2^p with m in [0.5, 1)
-    mantissa, power = np.frexp(amax.astype(np.float64) / 6.0)
-    exponent = np.where(amax > 0, power - (mantissa == 0.5), -127)
-    exponent = np.clip(exponent, -127, 127).astype(np.int32)  # (..., G)
-    scaled = groups * np.ldexp(np.float32(1.0), -exponent)[..., None]  # exact, |.| <= 6
-    mag = np.abs(scaled)
-    # np.rint rounds half to even, and in each range the code's parity is rint's parity
-    code = np.where(
-        mag < 2, np.rint(mag * 2), np.where(mag < 4, np.rint(mag) + 2, np.rint(mag * 0.5) + 4)
-    ).astype(np.uint8)  # (..., G, 32), 0..7
-    code |= ((scaled < 0) & (code > 0)).view(np.uint8) << 3  # sign bit; zeros stay +0
-    blocks = code[..., 0::2] | (code[..., 1::2] << 4)  # (..., G, 16), low nibble even
-    values = mxfp4.FP4_VALUES[code] * np.ldexp(np.float32(1.0), exponent)[..., None]
-    return blocks, (exponent + 127).astype(np.uint8), values.reshape(x.shape)
-
-
 def _quantise(
     matrices: Iterator[np.ndarray], stats: QuantError, scales_out: list[np.ndarray]
 ) -> Iterator[np.ndarray]:
@@ -136,7 +105,7 @@ def _quantise(
         rows_per_piece = max(1, PIECE_ELEMENTS // matrix.shape[-1])
         for start in range(0, matrix.shape[0], rows_per_piece):
             x = np.asarray(matrix[start : start + rows_per_piece], dtype=np.float32)
-            blocks, scales, values = quantise_mxfp4(x)
+            blocks, scales, values = mxfp4.quantise(x)
             diff = values.astype(np.float64) - x
             stats.err2 += float(np.dot(diff.ravel(), diff.ravel()))
             x64 = x.astype(np.float64).ravel()
