@@ -501,21 +501,26 @@ def analyse_step(
     }
 
 
+def _no_logits(model: Any, got: str) -> LabError:
+    from .plugins import get_manager
+
+    installed = ", ".join(get_manager().names("backend"))
+    return LabError(
+        f"backend {_backend_name(model)!r} {got} where explain needs "
+        f"{model.model_config.vocab_size} next-token logits; it cannot provide "
+        f"log-probabilities. Backends installed here: {installed}"
+    )
+
+
 def _check_logits(model: Any, logits: Any) -> np.ndarray:
-    vocab = model.model_config.vocab_size
+    """The ``(V,)`` logits as float64, or a :class:`LabError` if the backend gave none."""
     array = None
     with contextlib.suppress(TypeError, ValueError):
         array = np.asarray(logits, dtype=np.float64).reshape(-1)
-    if array is None or array.size != vocab or not np.isfinite(array).any():
-        from .plugins import get_manager
-
-        installed = ", ".join(get_manager().names("backend"))
-        got = "nothing usable" if array is None else f"an array of {array.size} values"
-        raise LabError(
-            f"backend {_backend_name(model)!r} returned {got} where explain needs {vocab} "
-            f"next-token logits; it cannot provide log-probabilities. Backends installed here: "
-            f"{installed}"
-        )
+    if array is None:
+        raise _no_logits(model, "returned nothing usable")
+    if array.size != model.model_config.vocab_size or not np.isfinite(array).any():
+        raise _no_logits(model, f"returned an array of {array.size} values")
     return array
 
 
@@ -525,7 +530,7 @@ def explain_steps(
     """Generate like :meth:`mind4_core.engine.Model.generate` (same sampler, same seed,
     same tokens) and yield :func:`analyse_step`'s account of every step."""
     if getattr(model.runtime, "provides_logits", True) is False:
-        _check_logits(model, None)
+        raise _no_logits(model, "declares provides_logits = False (it returns no logits)")
     if top < 1:
         raise LabError(f"--top must be at least 1, got {top}")
     tokens = model.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
