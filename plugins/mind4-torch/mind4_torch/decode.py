@@ -12,17 +12,19 @@ computes exactly what :class:`mind4_torch.model.Transformer` computes for
 - the ``k`` selected experts read in place as one strided batch (:func:`moe.evenly_spaced`),
   gate-weighted and added to the residual in one ``addmm``.
 
-The model uses it only with its own torch components (a swapped-in attention or
-MoE component always goes through the readable path), and the tests check that
-both paths agree.
+The model uses it only with its own torch components and no hooks: a swapped-in
+attention or MoE component, or a forward hook (the lab's capture installs both),
+always goes through the readable path. The tests check that both paths agree.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
-from .moe import experts, swiglu
+from .attention import TorchAttention
+from .moe import TorchMoE, experts, swiglu
 from .util import cast, float32
 
 
@@ -62,6 +64,20 @@ class DecodeStep:
             )
             for block in model.block
         ]
+        self.modules = list(model.modules())
+        self.attention_owners = [block.attn for block in model.block]
+        self.moe_owners = [block.mlp for block in model.block]
+
+    def applies(self) -> bool:
+        """True while every block runs the torch components and no module has hooks."""
+        if _global_forward_hooks or _global_forward_pre_hooks:
+            return False
+        for module in self.modules:
+            if module._forward_hooks or module._forward_pre_hooks:
+                return False
+        return all(type(m.attention) is TorchAttention for m in self.attention_owners) and all(
+            type(m.moe) is TorchMoE for m in self.moe_owners
+        )
 
     def rms_norm(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return cast(torch.rms_norm(float32(x), (self.H,), scale, self.eps), x.dtype)

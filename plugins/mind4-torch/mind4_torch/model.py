@@ -403,16 +403,10 @@ class Transformer(nn.Module):
         if not isinstance(offsets.value, int) or torch.is_grad_enabled():
             return False
         if self._decode_step is None:
-            own = all(
-                type(b.attn.attention) is TorchAttention and type(b.mlp.moe) is TorchMoE
-                for b in self.block
-            )
-            if not own:
-                return False
             from .decode import DecodeStep
 
             self._decode_step = DecodeStep(self)
-        return True
+        return self._decode_step.applies()
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None, std: float = 0.02) -> None:

@@ -390,3 +390,35 @@ def test_runtime_attributes(tiny_runtime, tiny):
     assert tiny_runtime.device == "cpu" and tiny_runtime.dtype == "float32"
     logits = tiny_runtime.forward(tokens(tiny[0], 2, 3), None)
     assert logits.shape == (2, tiny[0].vocab_size) and logits.dtype == torch.float32
+
+
+def test_fast_decode_steps_aside_for_hooks_and_swapped_components(tiny):
+    """A forward hook or a swapped-in component (as the lab's capture installs) must see
+    every decode step, so the fast path gives way to the readable one."""
+    cfg, checkpoint, _ = tiny
+    rt = runtime(checkpoint)
+    cache = rt.new_cache(1, 8)
+    rt.forward(tokens(cfg, 1, 3), cache, 0)
+    rt.forward(tokens(cfg, 1, 1), cache, 3)
+    assert rt.model._decode_step is not None and rt.model._decode_step.applies()
+    seen = []
+    handle = rt.model.block[1].attn.register_forward_hook(lambda m, a, o: seen.append(o.shape))
+    rt.forward(tokens(cfg, 1, 1), cache, 4)
+    handle.remove()
+    assert seen == [(1, 1, cfg.hidden_size)]
+    calls = []
+    block = rt.model.block[0].mlp
+    original = block.moe
+
+    class Observer:
+        def route(self, logits, k):
+            calls.append(k)
+            return original.route(logits, k)
+
+    block.moe = Observer()
+    try:
+        rt.forward(tokens(cfg, 1, 1), cache, 5)
+    finally:
+        block.moe = original
+    assert calls == [cfg.experts_per_token]
+    assert rt.model._decode_step.applies()
