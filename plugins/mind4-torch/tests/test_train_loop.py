@@ -420,3 +420,16 @@ def test_plain_progress_lines_when_not_a_terminal(tmp_path, corpus):
     Trainer(parse_config(data, "test"), console=console).run()
     lines = [line for line in buffer.getvalue().splitlines() if line.startswith("step ")]
     assert [line.split()[1] for line in lines if "loss" in line and "ETA" in line] == ["2/4", "4/4"]
+
+
+def test_mind4_train_is_a_cli_command_of_the_plugin():
+    from mind4_core.cli import cli
+    from mind4_core.plugins import get_manager
+
+    names = {r.name: r for r in get_manager().records("cli_command")}
+    if "train" not in names:
+        pytest.skip("mind4_torch.plugin does not register the train command yet")
+    assert names["train"].factory == "mind4_torch.train.cli:train_command"
+    result = CliRunner().invoke(cli, ["train", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
