@@ -468,6 +468,24 @@ class Transformer(nn.Module):
             return logits, torch.stack(aux_losses).mean()
         return logits
 
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint, *, device="cpu", dtype: torch.dtype = torch.float32, trainable: bool = True
+    ) -> Transformer:
+        """A model with a checkpoint's weights (a :class:`mind4_core.checkpoint.Checkpoint`).
+
+        ``trainable``: canonical memory layout, dense experts, gradients on, train mode (for
+        fine-tuning); otherwise the inference layout of :func:`mind4_torch.runtime.load_transformer`.
+        """
+        from .runtime import load_transformer
+
+        if not trainable:
+            return load_transformer(checkpoint, device=device, dtype=dtype)
+        model = load_transformer(
+            checkpoint, device=device, dtype=dtype, experts="dense", fast_layout=False
+        )
+        return model.requires_grad_(True).train()
+
     def new_cache(
         self, batch_size: int, max_tokens: int, dtype: torch.dtype | None = None
     ) -> KVCache:

@@ -340,10 +340,14 @@ def test_to_checkpoint_tensors_round_trip(tmp_path):
 
 def test_load_transformer_for_fine_tuning(tiny):
     cfg, checkpoint, stored = tiny
-    model = load_transformer(checkpoint, fast_layout=False).requires_grad_()
+    model = Transformer.from_checkpoint(checkpoint)
+    assert model.training and model.block[0].mlp.mlp1_weight.is_contiguous()
     toks = torch.from_numpy(tokens(cfg, 1, 6))
-    model(toks).sum().backward()
+    logits, aux = model(toks, return_aux_loss=True)
+    assert rel_err(logits.detach().numpy(), oracle.forward(stored, cfg, toks)) < TOL["float32"]
+    (logits.sum() + aux).backward()
     assert model.block[0].attn.qkv.weight.grad is not None
+    assert isinstance(load_transformer(checkpoint), Transformer)
 
 
 # ----------------------------------------------------------------------------- errors
