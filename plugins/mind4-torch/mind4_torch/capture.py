@@ -48,8 +48,14 @@ def _model(runtime: Any) -> Transformer | None:
 
 
 def capture_kinds(runtime: Any) -> frozenset[str]:
-    """Everything, for a runtime (or model) built on :class:`mind4_torch.model.Transformer`."""
-    return KINDS if _model(runtime) is not None else frozenset()
+    """Everything, for a runtime (or model) built on :class:`mind4_torch.model.Transformer`.
+
+    A tensor-parallel rank (``world_size > 1``, the ``torch-tp`` backend) holds only its
+    share of the heads and of the vocabulary, so it captures routing only (the router
+    is replicated: every rank routes every token alike)."""
+    if _model(runtime) is None:
+        return frozenset()
+    return frozenset({"routing"}) if getattr(runtime, "world_size", 1) > 1 else KINDS
 
 
 def _host(x: torch.Tensor) -> np.ndarray:

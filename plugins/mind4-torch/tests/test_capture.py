@@ -234,6 +234,16 @@ def test_nothing_is_installed_outside_a_capture(tiny, rt):
     assert torch.equal(rt.forward(tokens, None, 0, last_only=False), plain)
 
 
+def test_the_decode_fast_path_is_off_only_while_a_capture_is_open(rt):
+    decode = pytest.importorskip("mind4_torch.decode")
+    step = decode.DecodeStep(rt.model)
+    assert step.applies()
+    for kinds in (["routing"], ["attention"], ["residual"]):
+        with capture(rt, kinds, attention_layers=[1] if kinds == ["attention"] else []):
+            assert not step.applies()  # observers need the readable path
+        assert step.applies()
+
+
 def test_one_capture_at_a_time(rt):
     with capture(rt, ["routing"]):
         with pytest.raises(LabError, match="already open"):
@@ -254,6 +264,19 @@ def test_observers_pass_everything_through():
 
     assert getattr(RoutingObserver(RoutingOnly(), 0, None), "experts", None) is None
     assert capture_kinds(object()) == frozenset()
+
+
+def test_a_tensor_parallel_rank_captures_routing_only(rt):
+    class Rank:  # what capture reads of a TensorParallelRuntime rank
+        model, model_config, world_size = rt.model, rt.model_config, 2
+
+    Rank.__module__ = "mind4_torch.parallel"  # found through mind4_torch.capture, like the real one
+
+    assert capture_kinds(Rank()) == frozenset({"routing"})
+    with pytest.raises(LabError, match="cannot capture attention: it captures routing"):
+        with capture(Rank(), ["attention"], attention_layers=[0]):
+            pass
+    assert capture_kinds(rt) == frozenset(CAPTURE_KINDS)
 
 
 def test_bfloat16_capture_is_close(tiny):
