@@ -324,7 +324,8 @@ class TritonRuntime:
                 f"positions but the KV cache holds {cache.max_tokens}"
             )
         if T == 1 and self.use_graphs:
-            return self._decode_with_graph(tokens, cache, offsets)
+            logits = self._decode_with_graph(tokens, cache, offsets)  # (B, V)
+            return logits if last_only else logits[:, None]  # (B, 1, V)
         tokens_dev = torch.from_numpy(tokens).to(self._device)
         offsets_dev = torch.from_numpy(offsets).to(self._device)
         return self._forward(tokens_dev, cache, offsets_dev, last_only)

@@ -92,6 +92,8 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
     [
         (1, moe.ExpertConfig(16, 16, 32, 16, 32)),  # decode: one token, most experts idle
         (19, moe.ExpertConfig(16, 32, 64, 32, 64)),  # prefill-like: several blocks per expert
+        (1, moe.ExpertConfig(16, 16, 32, 16, 32, fp16_groups=True)),  # MXFP4 -> fp16 bits path
+        (19, moe.ExpertConfig(16, 32, 32, 32, 32, fp16_groups=True)),
     ],
 )
 def test_experts_against_oracle(dtype, mxfp4, N, cfg, device):

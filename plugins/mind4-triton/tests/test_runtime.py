@@ -50,6 +50,19 @@ def test_decode_with_cache_equals_recompute(spec_model, device):
     assert rel_err(np.stack(out), ref[3:]) < TOL["float32"]
 
 
+def test_one_token_chunks_with_all_logits(spec_model, device):
+    """``T == 1`` with ``last_only=False`` keeps the time axis (the decode graph path)."""
+    rt = runtime_for(spec_model, device)
+    tokens = np.random.default_rng(5).integers(0, SPEC_CONFIG.vocab_size, (1, 4))
+    cache = rt.new_cache(1, 8)
+    pieces = [
+        rt.to_numpy(rt.forward(tokens[:, t : t + 1], cache, t, last_only=False)) for t in range(4)
+    ]
+    assert all(p.shape == (1, 1, SPEC_CONFIG.vocab_size) for p in pieces)
+    ref = oracle.forward(spec_model.weights, SPEC_CONFIG, tokens)
+    assert rel_err(np.concatenate(pieces, axis=1), ref) < TOL["float32"]
+
+
 def test_batch_rows_at_different_offsets(spec_model, device):
     """Row 0 decodes at position 6, row 1 at position 2 (its cache holds fewer tokens)."""
     rt = runtime_for(spec_model, device)

@@ -627,13 +627,14 @@ class ExpertConfig(NamedTuple):
     block_k2: int
     num_warps: int = 4
     num_stages: int = 3
-    fp16_groups: bool = True
+    fp16_groups: bool = False
 
 
-#: configurations chosen by measurement (``mind4_triton.bench`` may replace them)
+#: configurations chosen by measurement on an H100 (docs/triton-notes.md);
+#: ``mind4_triton.bench --kernels`` times the variants and may replace them for its run
 TUNED = {
-    "decode": ExpertConfig(16, 32, 128, 64, 128, num_warps=4, num_stages=3, fp16_groups=True),
-    "prefill": ExpertConfig(64, 64, 64, 128, 64, num_warps=8, num_stages=3, fp16_groups=False),
+    "decode": ExpertConfig(16, 32, 128, 64, 128, num_warps=4, num_stages=3),
+    "prefill": ExpertConfig(128, 64, 64, 128, 64, num_warps=8, num_stages=3),
 }
 
 
