@@ -273,26 +273,34 @@ def test_seeded_sampling_is_reproducible(load_model, spec_models, dtype, rng):
     assert run(8) != first, "seeds 7 and 8 generated the same 12 tokens"
 
 
-def test_sampling_frequencies_follow_oracle(load_model, spec_models, dtype):
-    """2000 tokens drawn through the engine (``Session.sample``) at a fixed seed follow
-    the oracle's sampling distribution of the logits the session returns."""
+def test_sampling_frequencies_follow_oracle(backend_target, load_model, spec_models, dtype):
+    """2000 tokens drawn by the model's sampler from the runtime's own logits (array
+    type, dtype and device as the engine hands them over), at a fixed seed, follow the
+    oracle's sampling distribution of those logits (chi-square)."""
+    from .arrays import arrays_for
+
     ckpt = spec_models.checkpoint("bf16")
     model = load_model(ckpt.path, dtype)
+    runtime = model.runtime
     rng = np.random.default_rng(FREQUENCY_SEED)
-    session = model.session(max_tokens=16)
-    session.append(rng.integers(0, SPEC_CONFIG.vocab_size, 8).tolist())
-    logits = session.prefill().astype(np.float64)  # (V,)
+    prompt = rng.integers(0, SPEC_CONFIG.vocab_size, (1, 8))
+    last = runtime.forward(prompt, runtime.new_cache(1, 8), 0, last_only=True)  # (1, V)
+    logits = runtime.to_numpy(last)[0].astype(np.float64)  # (V,)
     top_p = robust_top_p(logits[None], 1.5, 20)
     params = SamplingParams(temperature=1.5, top_k=20, top_p=top_p)
     probs = oracle.sampling_probabilities(logits, params.temperature, params.top_k, params.top_p)
 
-    generator = model.sampler.generator(FREQUENCY_SEED)
-    draws = np.array([session.sample(params, generator) for _ in range(2000)])
+    if model.sampler_on_host:
+        batch = np.repeat(runtime.to_numpy(last), 2000, axis=0)
+    else:  # the same row 2000 times, in the runtime's array type, dtype and device
+        arrays = arrays_for(backend_target.backend.array_type, backend_target.device)
+        batch = arrays.put(np.repeat(arrays.get(last), 2000, axis=0), arrays.dtype_name(last))
+    draws = np.asarray(model.sampler.sample(batch, params, model.sampler.generator(FREQUENCY_SEED)))
     counts = np.bincount(draws, minlength=len(probs))
     outside = np.flatnonzero((counts > 0) & (probs == 0))
     assert not len(outside), f"[{describe(params)}] drew tokens {outside.tolist()} of probability 0"
     stat, df = chi_square(counts, probs)
     assert stat <= chi_square_critical(df), (
         f"[{describe(params)}] {dtype}: chi-square {stat:.1f} > {chi_square_critical(df):.1f} "
-        f"(df {df}) against the oracle's distribution of the session's logits"
+        f"(df {df}) against the oracle's distribution of the runtime's logits"
     )
