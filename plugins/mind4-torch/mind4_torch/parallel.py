@@ -231,6 +231,16 @@ class ShardedCheckpoint:
         blocks, scales = self.checkpoint.mxfp4(name)
         return self._slice(name, blocks, packed=True), self._slice(name, scales, packed=True)
 
+    def float32(self, name: str) -> np.ndarray:
+        """The slice decoded to float32 (bf16 widened, MXFP4 dequantised)."""
+        from mind4_core import mxfp4
+        from mind4_core.checkpoint import bf16_bits_to_float32
+
+        if self.is_mxfp4(name):
+            return mxfp4.decode(*self.mxfp4(name))
+        a = self.tensor(name)
+        return bf16_bits_to_float32(a) if self.dtype(name) == "BF16" else a.astype(np.float32)
+
     def _slice(self, name: str, a: np.ndarray, *, packed: bool) -> np.ndarray:
         p, D = self.plan, self.plan.config.head_dim
         Hq, Hkv = p.config.num_attention_heads, p.config.num_key_value_heads
