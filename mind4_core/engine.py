@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from .checkpoint import Checkpoint, open_checkpoint
@@ -149,6 +150,11 @@ def load(
     components = {kind: rec.create(device=device, dtype=dtype) for kind, rec in records.items()}
     if model_config is not ckpt.config:
         ckpt.config = model_config
+    # the backend sees the resolved choices, not "auto" or "the backend's default"
+    config = attrs.evolve(
+        config,
+        runtime=attrs.evolve(config.runtime, backend=backend, device=device, dtype=dtype),
+    )
     runtime = factory(checkpoint=ckpt, config=config, components=components)
     return Model(
         runtime=runtime,
