@@ -143,60 +143,85 @@ static void tokenizer_free(mind4_tokenizer* t) {
     free(t);
 }
 
+/* One line of a ranks file: token bytes (decoded into buf) and rank.
+ * Returns 1 for a token, 0 for a blank line, -1 (error set) if malformed. */
+static int parse_line(const unsigned char* s, size_t a, size_t e, size_t line, unsigned char* buf, size_t buf_size,
+                      long* n_out, uint64_t* rank_out) {
+    if (e > a && s[e - 1] == '\r') e--;
+    while (a < e && (s[a] == ' ' || s[a] == '\t')) a++;
+    if (a == e) return 0;
+    size_t tok_end = a;
+    while (tok_end < e && s[tok_end] != ' ' && s[tok_end] != '\t') tok_end++;
+    size_t r = tok_end;
+    while (r < e && (s[r] == ' ' || s[r] == '\t')) r++;
+    size_t r_end = r;
+    while (r_end < e && s[r_end] >= '0' && s[r_end] <= '9') r_end++;
+    size_t tail = r_end;
+    while (tail < e && (s[tail] == ' ' || s[tail] == '\t')) tail++;
+    if (r == r_end || tail != e || tok_end - a > 4 * (buf_size / 3)) {
+        m4_fail(MIND4_CORRUPT_FILE, "ranks, line %zu: expected '<base64 token> <rank>'", line);
+        return -1;
+    }
+    long n = decode_b64(s + a, tok_end - a, buf);
+    if (n <= 0) {
+        m4_fail(MIND4_CORRUPT_FILE, "ranks, line %zu: the token is not canonical base64", line);
+        return -1;
+    }
+    uint64_t rank = 0;
+    for (size_t i = r; i < r_end && rank < MAX_TOKENS; i++) rank = rank * 10 + (uint64_t)(s[i] - '0');
+    if (rank >= MAX_TOKENS) {
+        m4_fail(MIND4_CORRUPT_FILE, "ranks, line %zu: rank above %u", line, MAX_TOKENS - 1);
+        return -1;
+    }
+    *n_out = n;
+    *rank_out = rank;
+    return 1;
+}
+
 mind4_status mind4_tokenizer_create_from_memory(const char* text, size_t size, mind4_tokenizer** out) {
     m4_clear_error();
     if ((!text && size) || !out) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_tokenizer_create_from_memory: NULL argument");
     if (size > MAX_RANKS_BYTES) return m4_fail(MIND4_CORRUPT_FILE, "ranks: larger than %u bytes", MAX_RANKS_BYTES);
-    mind4_tokenizer* t = (mind4_tokenizer*)calloc(1, sizeof *t);
-    if (!t) return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory");
     const unsigned char* s = (const unsigned char*)text;
-    size_t pos = 0, line = 0, count = 0;
-    uint32_t max_rank = 0;
     unsigned char decoded[3 * 1024];
-    mind4_status st = MIND4_SUCCESS;
-    while (pos < size && st == MIND4_SUCCESS) {
+    /* pass 1: syntax, count and largest rank, so memory follows the file's size */
+    size_t count = 0;
+    uint64_t max_rank = 0;
+    for (size_t pos = 0, line = 1; pos < size; line++) {
         size_t end = pos;
         while (end < size && s[end] != '\n') end++;
-        line++;
-        size_t a = pos, e = end;
-        if (e > a && s[e - 1] == '\r') e--;
+        long n;
+        uint64_t rank;
+        int got = parse_line(s, pos, end, line, decoded, sizeof decoded, &n, &rank);
+        if (got < 0) return MIND4_CORRUPT_FILE;
+        if (got > 0) {
+            count++;
+            if (rank > max_rank) max_rank = rank;
+        }
         pos = end + 1;
-        while (a < e && (s[a] == ' ' || s[a] == '\t')) a++;
-        if (a == e) continue; /* blank line */
-        size_t tok_end = a;
-        while (tok_end < e && s[tok_end] != ' ' && s[tok_end] != '\t') tok_end++;
-        size_t r = tok_end;
-        while (r < e && (s[r] == ' ' || s[r] == '\t')) r++;
-        size_t r_end = r;
-        while (r_end < e && s[r_end] >= '0' && s[r_end] <= '9') r_end++;
-        size_t tail = r_end;
-        while (tail < e && (s[tail] == ' ' || s[tail] == '\t')) tail++;
-        if (r == r_end || tail != e || tok_end - a > 4 * (sizeof decoded / 3)) {
-            st = m4_fail(MIND4_CORRUPT_FILE, "ranks, line %zu: expected '<base64 token> <rank>'", line);
-            break;
-        }
-        long n = decode_b64(s + a, tok_end - a, decoded);
-        if (n <= 0) {
-            st = m4_fail(MIND4_CORRUPT_FILE, "ranks, line %zu: the token is not canonical base64", line);
-            break;
-        }
-        uint64_t rank = 0;
-        for (size_t i = r; i < r_end && rank < MAX_TOKENS; i++) rank = rank * 10 + (uint64_t)(s[i] - '0');
-        if (rank >= MAX_TOKENS) {
-            st = m4_fail(MIND4_CORRUPT_FILE, "ranks, line %zu: rank above %u", line, MAX_TOKENS - 1);
-            break;
-        }
-        char where[64];
-        snprintf(where, sizeof where, "ranks, line %zu", line);
-        st = put(t, (uint32_t)rank, decoded, (size_t)n, where);
-        if (st == MIND4_INVALID_ARGUMENT) st = m4_fail(MIND4_CORRUPT_FILE, "ranks, line %zu: rank %llu repeats", line,
-                                                       (unsigned long long)rank);
-        count++;
-        if (rank > max_rank) max_rank = (uint32_t)rank;
     }
-    if (st == MIND4_SUCCESS && count == 0) st = m4_fail(MIND4_CORRUPT_FILE, "ranks: no tokens");
-    if (st == MIND4_SUCCESS && (size_t)max_rank + 1 != count) {
-        st = m4_fail(MIND4_CORRUPT_FILE, "ranks: %zu tokens but ranks go up to %u (they must be 0..N-1)", count, max_rank);
+    if (count == 0) return m4_fail(MIND4_CORRUPT_FILE, "ranks: no tokens");
+    if (max_rank + 1 != count) {
+        return m4_fail(MIND4_CORRUPT_FILE, "ranks: %zu tokens but ranks go up to %llu (ranks must be 0..N-1, none repeated or missing)", count,
+                       (unsigned long long)max_rank);
+    }
+    mind4_tokenizer* t = (mind4_tokenizer*)calloc(1, sizeof *t);
+    if (!t) return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory");
+    mind4_status st = MIND4_SUCCESS;
+    for (size_t pos = 0, line = 1; pos < size && st == MIND4_SUCCESS; line++) { /* pass 2: store */
+        size_t end = pos;
+        while (end < size && s[end] != '\n') end++;
+        long n;
+        uint64_t rank;
+        if (parse_line(s, pos, end, line, decoded, sizeof decoded, &n, &rank) > 0) {
+            char where[64];
+            snprintf(where, sizeof where, "ranks, line %zu", line);
+            st = put(t, (uint32_t)rank, decoded, (size_t)n, where);
+            if (st == MIND4_INVALID_ARGUMENT) {
+                st = m4_fail(MIND4_CORRUPT_FILE, "ranks, line %zu: rank %llu repeats", line, (unsigned long long)rank);
+            }
+        }
+        pos = end + 1;
     }
     if (st != MIND4_SUCCESS) {
         tokenizer_free(t);

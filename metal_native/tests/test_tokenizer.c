@@ -97,7 +97,7 @@ static void bad(const char* text, const char* needle) {
 
 static void test_bad_files(void) {
     bad("", "no tokens");
-    bad("QQ== 0\nQg== 0\n", "repeats");            /* duplicate rank */
+    bad("QQ== 0\nQg== 0\n", "repeated");           /* duplicate rank */
     bad("QQ== 0\nQQ== 1\n", "repeat");             /* duplicate token */
     bad("QQ== 0\nQg== 2\n", "0..N-1");             /* gap */
     bad("QQ= 0\n", "base64");
