@@ -98,9 +98,10 @@ def run_bench(
 
         # warm-up (compilation, allocator, caches)
         cache = runtime.new_cache(batch, capacity)
-        runtime.forward(rng.integers(0, cfg.vocab_size, size=(batch, 16)), cache, 0)
-        for i in range(4):
-            runtime.forward(rng.integers(0, cfg.vocab_size, size=(batch, 1)), cache, 16 + i)
+        warm = max(1, min(16, capacity - 5))  # a prefill, then up to 4 decode steps
+        runtime.forward(rng.integers(0, cfg.vocab_size, size=(batch, warm)), cache, 0)
+        for i in range(min(4, capacity - warm)):
+            runtime.forward(rng.integers(0, cfg.vocab_size, size=(batch, 1)), cache, warm + i)
         _sync(runtime)
 
         # prefill
