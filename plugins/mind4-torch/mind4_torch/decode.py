@@ -60,7 +60,12 @@ class DecodeStep:
                 block.mlp.norm.scale,
                 block.mlp.gate.weight,
                 block.mlp.gate.bias,
-                block.mlp,  # expert weights: read at call time (they may be packed)
+                (
+                    block.mlp.mlp1_weight,
+                    block.mlp.mlp1_bias,
+                    block.mlp.mlp2_weight,
+                    block.mlp.mlp2_bias,
+                ),
             )
             for block in model.block
         ]
@@ -89,16 +94,15 @@ class DecodeStep:
         cos, sin = model.rope.at(pos, token.device)  # (D,) each
         x = model.embedding.weight[token.view(1)]  # (1, H)
 
-        for n, (n1, wqkv, bqkv, sinks, wout, bout, window, sm_scale, n2, wg, bg, mlp) in enumerate(
-            self.layers
-        ):
+        rows = cache.rows()  # per layer: keys, values of row 0, (max_tokens, Hkv, D) each
+        for layer, (keys, values) in zip(self.layers, rows, strict=True):
+            n1, wqkv, bqkv, sinks, wout, bout, window, sm_scale, n2, wg, bg, mlp = layer
             # attention
             qkv = F.linear(self.rms_norm(x, n1), wqkv, bqkv).view(Hq + 2 * Hkv, D)
             qk, v = qkv.split_with_sizes([Hq + Hkv, Hkv])  # (Hq + Hkv, D), (Hkv, D)
             qk32 = float32(qk)
             qk = cast(torch.addcmul(qk32 * cos, qk32.roll(D // 2, -1), sin), qk.dtype)  # RoPE
             q, k_new = qk.split_with_sizes([Hq, Hkv])  # (Hq, D), (Hkv, D)
-            keys, values = cache.k_layers[n][0], cache.v_layers[n][0]  # (max_tokens, Hkv, D)
             keys[pos].copy_(k_new)
             values[pos].copy_(v)
             start = max(0, pos - window + 1) if window else 0
@@ -118,16 +122,13 @@ class DecodeStep:
             top, idx = torch.topk(float32(F.linear(t, wg, bg)), k, dim=-1)  # (1, k)
             gates = torch.softmax(top, dim=-1)  # (1, k) float32
             chosen = idx.tolist()[0]
-            picked = picked_experts(mlp, chosen)
+            picked = picked_experts(*mlp, chosen)
             if picked is None:  # packed MXFP4 or unevenly spaced experts
                 y = experts(
                     t,
                     idx,
                     gates,
-                    mlp.mlp1_weight,
-                    mlp.mlp1_bias,
-                    mlp.mlp2_weight,
-                    mlp.mlp2_bias,
+                    *mlp,
                     self.limit,
                 )
                 x = x + y
@@ -142,13 +143,12 @@ class DecodeStep:
         return model.unembedding(self.rms_norm(x, model.norm.scale)).view(1, 1, -1)  # (1, 1, V)
 
 
-def picked_experts(mlp, chosen: list[int]):
+def picked_experts(w1, b1, w2, b2, chosen: list[int]):
     """The chosen experts' weights as strided views ``(k, ...)`` (no copy), or ``None``.
 
     Views exist when the expert ids, sorted, are evenly spaced (always for k <= 2).
     ``reverse`` says the ids came in descending order (the gates must be flipped).
     """
-    w1 = mlp.mlp1_weight
     if not isinstance(w1, torch.Tensor):
         return None
     k = len(chosen)
@@ -161,7 +161,6 @@ def picked_experts(mlp, chosen: list[int]):
         if any(b - a != chosen[1] - chosen[0] for a, b in zip(chosen, chosen[1:])):
             return None
     first, step = chosen[0], (chosen[1] - chosen[0] if k > 1 else 1)
-    w2, b1, b2 = mlp.mlp2_weight, mlp.mlp1_bias, mlp.mlp2_bias
     s1, s2 = w1.stride(), w2.stride()
     t1, t2 = b1.stride(), b2.stride()
     return (

@@ -219,6 +219,15 @@ class KVCache:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)  # per-layer views
+        self._rows: list | None = None
+
+    def rows(self, row: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the keys and values of one row: ``(max_tokens, Hkv, D)`` views."""
+        if row:
+            return [(k[row], v[row]) for k, v in zip(self.k_layers, self.v_layers, strict=True)]
+        if self._rows is None:
+            self._rows = [(k[0], v[0]) for k, v in zip(self.k_layers, self.v_layers, strict=True)]
+        return self._rows
 
     @property
     def batch_size(self) -> int:
