@@ -60,14 +60,18 @@ EXPERT_WEIGHTS = ("mlp1_weight", "mlp2_weight")
 
 
 def bf16_round(x: np.ndarray) -> np.ndarray:
-    """float32 values rounded to the nearest bfloat16 (ties to even), as float32."""
+    """float32 values rounded to the nearest bfloat16 (ties to even), as float32.
+
+    Written here rather than borrowed from ``mind4_core.checkpoint``: the weights
+    specs check the core's reading of these values, so they must not share its code."""
     bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
     bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
     return bits.view(np.float32)
 
 
 def shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Canonical tensor names and shapes, in file order (from REFERENCE.md)."""
+    """Canonical tensor names and shapes, in file order, from REFERENCE.md (not from
+    ``mind4_core.checkpoint.expected_tensors``, which the weights specs check)."""
     H, V, E = config.hidden_size, config.vocab_size, config.num_experts
     Hq, D, F = config.num_attention_heads, config.head_dim, config.intermediate_size
     out = {"embedding.weight": (V, H)}

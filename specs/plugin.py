@@ -39,7 +39,6 @@ COMPONENT_KINDS = ("attention", "moe_routing", "sampler")
 #: tolerances when no backend is chosen (a component checked on its own)
 DEFAULT_TOLERANCES = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 1e-2}
 
-SPEC_ID = pytest.StashKey[str]()
 TARGET = pytest.StashKey["Target"]()
 
 
@@ -270,7 +269,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     declared = dict(target.backend.xfail) if target.backend is not None else {}
     for item in specs:
         sid = spec_id(item)
-        item.stash[SPEC_ID] = sid
         item.add_marker(pytest.mark.mind4_spec)
         item.user_properties.append(("mind4_component", component_of(item)))
         item.user_properties.append(("mind4_spec_id", sid))
