@@ -437,8 +437,22 @@ def world_from_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def local_gpu(local_rank: int) -> int:
+    """The CUDA index of this process: ``LOCAL_RANK``, or 0 when the launcher made one GPU
+    visible per process (``CUDA_VISIBLE_DEVICES``)."""
+    count = torch.cuda.device_count()
+    if local_rank < count:
+        return local_rank
+    if count == 1:
+        return 0
+    raise BackendUnavailableError(
+        f"the process with LOCAL_RANK={local_rank} needs a GPU of its own, but only {count} "
+        "GPU(s) are visible; start at most that many processes per node"
+    )
+
+
 def resolve_tp_device(name: str | None, local_rank: int | None = None) -> torch.device:
-    """``auto``/``cuda`` -> ``cuda:LOCAL_RANK`` (one GPU per process), else ``cpu``."""
+    """``auto``/``cuda`` -> this process's GPU (``cuda:LOCAL_RANK``), ``cpu`` -> ``cpu``."""
     if local_rank is None:
         local_rank = world_from_env()[2]
     name = name or "auto"
@@ -458,17 +472,20 @@ def resolve_tp_device(name: str | None, local_rank: int | None = None) -> torch.
         raise BackendUnavailableError(
             "device 'cuda' asked for, but this PyTorch build sees no CUDA GPU; use --device cpu"
         )
-    if device.index is not None and device.index != local_rank:
+    index = local_gpu(local_rank)
+    if device.index is not None and device.index != index:
         raise ConfigError(
-            f"device {name!r}: under torchrun each process uses the GPU of its LOCAL_RANK "
-            f"(cuda:{local_rank} here); pass --device cuda"
+            f"device {name!r}: under torchrun each process uses its own GPU (cuda:{index} "
+            f"for LOCAL_RANK={local_rank}); pass --device cuda"
         )
-    if local_rank >= torch.cuda.device_count():
-        raise BackendUnavailableError(
-            f"process with LOCAL_RANK={local_rank} needs cuda:{local_rank}, but only "
-            f"{torch.cuda.device_count()} GPU(s) are visible; start at most that many processes"
-        )
-    return torch.device("cuda", local_rank)
+    return torch.device("cuda", index)
+
+
+def bind_local_gpu() -> None:
+    """Under torchrun, make this process's GPU the current one before anything touches
+    CUDA, so components the engine creates for ``"cuda"`` land there, not on cuda:0."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        torch.cuda.set_device(local_gpu(int(os.environ.get("LOCAL_RANK", "0"))))
 
 
 def _destroy_process_group() -> None:
@@ -484,11 +501,14 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     # NVLink SHARP (multicast) can take a shared host's GPUs out of service: off unless asked
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     backend = os.environ.get("MIND4_DIST_BACKEND") or ("nccl" if device.type == "cuda" else "gloo")
-    kwargs: dict[str, Any] = {}
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        kwargs["device_id"] = device
-    dist.init_process_group(backend=backend, **kwargs)
+        try:  # eager NCCL communicator on this GPU (torch >= 2.3)
+            dist.init_process_group(backend=backend, device_id=device)
+        except TypeError:
+            dist.init_process_group(backend=backend)
+    else:
+        dist.init_process_group(backend=backend)
     atexit.register(_destroy_process_group)
     return dist.get_rank(), dist.get_world_size()
 
@@ -560,3 +580,5 @@ def _resolve_device_name(name: str = "auto") -> str:
 
 
 factory.resolve_device = _resolve_device_name  # type: ignore[attr-defined] - read by the engine
+
+bind_local_gpu()  # the engine imports this module before it creates the components
