@@ -94,6 +94,14 @@ static size_t expected_tensors(const mind4_model_config* c, expected* list) {
 
 #define TENSORS_PER_LAYER 13
 
+/* The file a tensor lives in (for messages). */
+static const char* file_of(const m4_checkpoint* ck, const m4_st_tensor* t) {
+    if (ck->file_paths && t->file_index < ck->num_parsed && ck->file_paths[t->file_index]) {
+        return ck->file_paths[t->file_index];
+    }
+    return ck->path;
+}
+
 static void shape_string(char* buf, size_t size, uint32_t ndim, const uint64_t* shape) {
     size_t w = 0;
     w += (size_t)snprintf(buf + w, size - w, "[");
@@ -119,8 +127,8 @@ static mind4_status check_shape(const m4_checkpoint* ck, const m4_st_tensor* t, 
     char got[160], want[160];
     shape_string(got, sizeof got, t->ndim, t->shape);
     shape_string(want, sizeof want, ndim, shape);
-    return m4_fail(MIND4_CONFIG_MISMATCH, "%s: tensor \"%.200s\" has shape %s but config.json implies %s", ck->path,
-                   t->name, got, want);
+    return m4_fail(MIND4_CONFIG_MISMATCH, "%s: tensor \"%.200s\" has shape %s but config.json implies %s",
+                   file_of(ck, t), t->name, got, want);
 }
 
 static mind4_status check_weight(const m4_checkpoint* ck, const expected* e, m4_ckpt_weight* w) {
@@ -137,8 +145,8 @@ static mind4_status check_weight(const m4_checkpoint* ck, const expected* e, m4_
     }
     if (t) {
         if (!float_dtype(t->dtype, &w->dtype)) {
-            return m4_fail(MIND4_CONFIG_MISMATCH, "%s: tensor \"%s\" has dtype %s; expected F32, BF16 or F16", ck->path,
-                           e->name, t->dtype_name);
+            return m4_fail(MIND4_CONFIG_MISMATCH, "%s: tensor \"%s\" has dtype %s; expected F32, BF16 or F16",
+                           file_of(ck, t), e->name, t->dtype_name);
         }
         w->tensor = t;
         return check_shape(ck, t, e->ndim, e->shape);
@@ -149,8 +157,8 @@ static mind4_status check_weight(const m4_checkpoint* ck, const expected* e, m4_
                            ck->path, e->name, blocks ? ".blocks" : ".scales");
         }
         if (blocks->dtype != M4_ST_U8 || scales->dtype != M4_ST_U8) {
-            return m4_fail(MIND4_CONFIG_MISMATCH, "%s: MXFP4 \"%s\" .blocks/.scales must be U8, got %s/%s", ck->path,
-                           e->name, blocks->dtype_name, scales->dtype_name);
+            return m4_fail(MIND4_CONFIG_MISMATCH, "%s: MXFP4 \"%s\" .blocks/.scales must be U8, got %s/%s",
+                           file_of(ck, blocks), e->name, blocks->dtype_name, scales->dtype_name);
         }
         uint64_t cols = e->shape[2];
         if (cols % 32 != 0) {
@@ -185,8 +193,8 @@ static mind4_status validate(m4_checkpoint* ck) {
     qsort(ck->by_name, n, sizeof *ck->by_name, compare_tensor_names);
     for (size_t i = 1; i < n; i++) {
         if (compare_tensor_names(&ck->by_name[i - 1], &ck->by_name[i]) == 0) {
-            return m4_fail(MIND4_CORRUPT_FILE, "%s: tensor \"%.200s\" appears in two safetensors files", ck->path,
-                           ck->by_name[i]->name);
+            return m4_fail(MIND4_CORRUPT_FILE, "%s: tensor \"%.200s\" appears in two safetensors files (also in %s)",
+                           file_of(ck, ck->by_name[i]), ck->by_name[i]->name, file_of(ck, ck->by_name[i - 1]));
         }
     }
     size_t num_expected = 4 + (size_t)TENSORS_PER_LAYER * ck->config.num_hidden_layers;
@@ -213,7 +221,7 @@ static mind4_status validate(m4_checkpoint* ck) {
         if (!ck->used[i]) {
             return m4_fail(MIND4_CONFIG_MISMATCH,
                            "%s: unexpected tensor \"%.200s\" (not in the canonical gpt-oss layout for %u layers)",
-                           ck->path, ck->by_name[i]->name, ck->config.num_hidden_layers);
+                           file_of(ck, ck->by_name[i]), ck->by_name[i]->name, ck->config.num_hidden_layers);
         }
     }
     return MIND4_SUCCESS;
@@ -240,9 +248,9 @@ mind4_status m4_checkpoint_weight(const m4_checkpoint* ck, const char* name, m4_
     for (size_t i = 0; i < total; i++) {
         char fixed[96];
         if (layer >= 0 && strncmp(all[i].name, "block.0.", 8) == 0) {
-            snprintf(fixed, sizeof fixed, "block.%d.%s", layer, all[i].name + 8);
+            snprintf(fixed, sizeof fixed, "block.%d.%.60s", layer, all[i].name + 8);
         } else if (layer < 0 && strncmp(all[i].name, "block.", 6) != 0) {
-            snprintf(fixed, sizeof fixed, "%s", all[i].name);
+            snprintf(fixed, sizeof fixed, "%.90s", all[i].name);
         } else {
             continue;
         }
@@ -258,6 +266,11 @@ mind4_status m4_checkpoint_weight(const m4_checkpoint* ck, const char* name, m4_
 }
 
 static void free_parsed(m4_checkpoint* ck) {
+    if (ck->file_paths) {
+        for (size_t i = 0; i < ck->num_file_paths; i++) free(ck->file_paths[i]);
+        free(ck->file_paths);
+        ck->file_paths = NULL;
+    }
     for (size_t i = 0; i < ck->num_parsed; i++) m4_st_free(&ck->parsed[i]);
     free(ck->parsed);
     ck->parsed = NULL;
@@ -335,7 +348,9 @@ mind4_status m4_checkpoint_open_path(const char* dir, const char* config_json, s
     }
     ck.files = (m4_mapped_file*)calloc(num_names, sizeof *ck.files);
     ck.parsed = (m4_safetensors*)calloc(num_names, sizeof *ck.parsed);
-    if (!ck.files || !ck.parsed) {
+    ck.file_paths = (char**)calloc(num_names, sizeof *ck.file_paths);
+    ck.num_file_paths = ck.file_paths ? num_names : 0;
+    if (!ck.files || !ck.parsed || !ck.file_paths) {
         st = m4_fail(MIND4_OUT_OF_MEMORY, "out of memory");
         goto fail;
     }
@@ -345,13 +360,13 @@ mind4_status m4_checkpoint_open_path(const char* dir, const char* config_json, s
             st = m4_fail(MIND4_OUT_OF_MEMORY, "out of memory");
             goto fail;
         }
+        ck.file_paths[i] = path; /* owned by the checkpoint from here on */
         st = m4_map_file(path, &ck.files[i]);
         if (st == MIND4_SUCCESS) {
             ck.num_files = i + 1;
             st = m4_st_parse(ck.files[i].data, ck.files[i].size, path, &ck.parsed[i]);
             if (st == MIND4_SUCCESS) ck.num_parsed = i + 1;
         }
-        free(path);
         if (st != MIND4_SUCCESS) goto fail;
     }
     m4_free_names(names, num_names);
@@ -379,7 +394,10 @@ mind4_status m4_checkpoint_open_memory(const char* config_json, size_t config_si
     mind4_status st;
     ck.path = dup_string("<memory>");
     ck.parsed = (m4_safetensors*)calloc(1, sizeof *ck.parsed);
-    if (!ck.path || !ck.parsed) {
+    ck.file_paths = (char**)calloc(1, sizeof *ck.file_paths);
+    ck.num_file_paths = ck.file_paths ? 1 : 0;
+    if (ck.file_paths) ck.file_paths[0] = dup_string("model.safetensors");
+    if (!ck.path || !ck.parsed || !ck.file_paths || !ck.file_paths[0]) {
         st = m4_fail(MIND4_OUT_OF_MEMORY, "out of memory");
         goto fail;
     }

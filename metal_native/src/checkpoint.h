@@ -28,6 +28,8 @@ typedef struct m4_checkpoint {
     size_t num_files;
     m4_safetensors* parsed;        /* one per file */
     size_t num_parsed;
+    char** file_paths;             /* one per file: where each tensor comes from, for messages */
+    size_t num_file_paths;
     const m4_st_tensor** by_name;  /* every tensor, sorted by name */
     size_t num_tensors;
     bool* used;                    /* by_name[i] belongs to a canonical weight */

@@ -67,10 +67,22 @@ def test_logits_match_oracle(checkpoint):
     assert err < 1e-5, err
 
 
-def test_bfloat16_weights_close(checkpoint):
+def test_bfloat16_weights(checkpoint):
+    """dtype bfloat16 rounds every weight matrix to bf16 (vectors stay float32) and
+    computes in float32: exact against the oracle on the rounded weights."""
+    from mind4_core.checkpoint import bf16_bits_to_float32, to_bf16_bits
+
     tokens = np.random.default_rng().integers(0, CONFIG.vocab_size, size=(1, 9))
     out = runtime(checkpoint, dtype="bfloat16").forward(tokens, None, last_only=False)
-    assert oracle.relative_error(out, oracle_logits(checkpoint, tokens)) < 3e-2
+    weights = {}
+    for name in checkpoint.names():
+        w = checkpoint.float32(name)
+        if w.ndim >= 2 and not checkpoint.is_mxfp4(name) and not name.endswith("_bias"):
+            w = bf16_bits_to_float32(to_bf16_bits(w))
+        weights[name] = w.astype(np.float64)
+    ref = oracle.forward(weights, checkpoint.config, tokens)
+    assert oracle.relative_error(out, ref) < 1e-5
+    assert oracle.relative_error(out, oracle_logits(checkpoint, tokens)) < 5e-2
 
 
 def test_cache_decode_and_offsets(checkpoint):
@@ -206,3 +218,46 @@ def test_other_layouts(tmp_path, layout):
     tokens = np.random.default_rng().integers(0, CONFIG.vocab_size, size=(1, 10))
     out = MetalRuntime(ckpt, num_threads=1).forward(tokens, None, last_only=False)
     assert oracle.relative_error(out, oracle_logits(ckpt, tokens)) < 1e-5
+
+
+def _mutated(src, dst, mutate):
+    """A copy of checkpoint ``src`` whose safetensors header went through ``mutate``."""
+    _copy_checkpoint(src, dst)
+    raw = (dst / "model.safetensors").read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    mutate(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    (dst / "model.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n :])
+    return dst
+
+
+def _overlap(h):
+    a, b = h["block.0.attn.sinks"]["data_offsets"], h["block.0.attn.out.bias"]["data_offsets"]
+    h["block.0.attn.out.bias"]["data_offsets"] = [a[0], a[0] + (b[1] - b[0])]
+
+
+def _absurd(h):
+    h["norm.scale"]["shape"] = [2**62, 2**62]
+
+
+def _dtype(h):
+    h["block.1.mlp.gate.bias"]["dtype"] = "I32"
+
+
+@pytest.mark.parametrize(
+    "mutate,match",
+    [(_overlap, "overlap"), (_absurd, "overflow"), (_dtype, r"block\.1\.mlp\.gate\.bias")],
+    ids=["overlapping", "absurd-dims", "wrong-dtype"],
+)
+def test_bad_headers(tmp_path, mutate, match):
+    """The C reader's own validation, reached without the core's loader in front."""
+    from mind4_metal.runtime import MetalRuntime
+
+    src = init_checkpoint(CONFIG, tmp_path / "good", seed=1, experts="bf16", dtype="float32")
+    good = open_checkpoint(src)
+    bad = _mutated(src, tmp_path / "bad", mutate)
+    with pytest.raises(CheckpointError, match=match) as info:
+        MetalRuntime(good.__class__(bad, good.config, good._tensors, format="canonical"))
+    assert "model.safetensors" in str(info.value)
