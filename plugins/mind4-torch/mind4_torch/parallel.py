@@ -76,6 +76,7 @@ __all__ = [
     "factory",
     "init_distributed",
     "load_sharded_transformer",
+    "parallelize",
     "plan_shards",
     "split_units",
 ]
@@ -395,10 +396,15 @@ def load_sharded_transformer(
         moe=moe,
         experts=experts,
     )
-    reducing = ReducingMoE(moe, group)
+    return parallelize(model, plan, group)
+
+
+def parallelize(model: Transformer, plan: ShardPlan, group=None) -> Transformer:
+    """Wire a slice's modules with the collectives, in place: the attention
+    out-projection and the experts sum over the ranks, the unembedding gathers."""
     for block in model.block:
         block.attn.out = RowParallelLinear.wrap(block.attn.out, group)
-        block.mlp.moe = reducing
+        block.mlp.moe = ReducingMoE(block.mlp.moe, group)
     if plan.vocab is not None:
         model.unembedding = VocabParallelUnembedding(
             model.unembedding.weight, plan.config.vocab_size, plan.world, group

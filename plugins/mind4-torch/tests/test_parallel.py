@@ -375,3 +375,12 @@ def test_mind4_run_under_torchrun_prints_once(tmp_path, capsys):
     one = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert tp["backend"] == "torch-tp" and one["backend"] == "torch"
     assert tp["tokens"] == one["tokens"] and tp["text"] == one["text"]
+
+
+def test_bench_runs_one_process():
+    from mind4_torch.parallel_bench import bench, parse_args
+
+    args = ["--preset", "tiny", "--device", "cpu", "--prompt", "8", "--decode", "2"]
+    result = bench(parse_args([*args, "--repeat", "1", "--experts", "mxfp4"]))
+    assert result["world_size"] == 1 and result["prompt_tokens"] == 8
+    assert result["decode_tok_s"] > 0 and result["prefill_tok_s"] > 0
