@@ -165,7 +165,8 @@ mind4_status mind4_context_append_tokens(mind4_context* context, const uint32_t*
 
 /* Run the model over the tokens not yet processed (prefill, or one decode
  * step), writing their keys/values into the cache and computing the logits of
- * the last token. A no-op when everything is processed. */
+ * the last token. A no-op when everything is processed and the logits are
+ * current; after a truncate, the last token is reprocessed for its logits. */
 mind4_status mind4_context_process(mind4_context* context);
 
 /* As mind4_context_process, and also write the logits of every newly processed

@@ -294,6 +294,9 @@ mind4_status mind4_context_append_tokens(mind4_context* ctx, const uint32_t* tok
 mind4_status mind4_context_process_all(mind4_context* ctx, float* logits_out, size_t capacity, size_t* num_rows_out) {
     m4_clear_error();
     if (!ctx) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_context_process: context is NULL");
+    if (ctx->num_tokens > 0 && ctx->num_processed == ctx->num_tokens && !ctx->logits_valid) {
+        ctx->num_processed--; /* logits dropped by truncate: recompute the last token's */
+    }
     size_t pending = ctx->num_tokens - ctx->num_processed;
     if (logits_out) {
         size_t need;

@@ -97,6 +97,12 @@ static void test_model(const char* dense, const char* experts, size_t misalign, 
     CHECK_OK(mind4_context_reset(inc, other, n));
     CHECK_OK(mind4_context_get_num_processed(inc, &processed));
     CHECK(processed == n - 1, "reset to identical tokens kept %zu, want %zu", processed, n - 1);
+    /* truncate alone: process recomputes the last kept token's logits */
+    CHECK_OK(mind4_context_truncate(inc, 9));
+    CHECK_STATUS(mind4_context_get_logits(inc, last, V), MIND4_INVALID_ARGUMENT);
+    CHECK_OK(mind4_context_process(inc));
+    CHECK_OK(mind4_context_get_logits(inc, last, V));
+    CHECK(rel_err(last, ref2 + 8 * V, V) < 1e-4, "logits after truncate differ");
     /* truncate then continue */
     CHECK_OK(mind4_context_truncate(inc, 5));
     CHECK_OK(mind4_context_append_tokens(inc, tokens + 5, n - 5));
