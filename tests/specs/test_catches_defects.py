@@ -111,8 +111,5 @@ def test_specs_fail_on_defect(run_specs_on, defect):
 def test_correct_reference_backend_passes_every_spec(run_specs_on):
     code, outcomes = run_specs_on(ReferencePlugin("sound"), "sound", dtypes=("float32", "bfloat16"))
     failed = {k: o.reason for k, o in outcomes.items() if o.outcome in ("failed", "error")}
-    # the core's engine does not yet hand the requested dtype to the backend factory;
-    # that spec is the one allowed to fail until it does (see the specs report)
-    failed.pop("model::test_runtime_runs_in_the_requested_dtype[bfloat16]", None)
     assert not failed, failed
     assert sum(o.outcome == "passed" for o in outcomes.values()) > 80
