@@ -108,9 +108,14 @@ def gpu_available() -> bool:
 
 
 def install_mind4(session: nox.Session, *, editable: bool = False, torch: bool = False) -> None:
+    """torch first (when needed, the pinned CPU build), then Mind 4: editable with its test
+    extra for the test suite, else as a user installs it, plus pytest for the specs."""
     if torch:
         session.install(TORCH)
-    session.install(*(["-e"] if editable else []), f"{ROOT}[test]")
+    if editable:
+        session.install("-e", f"{ROOT}[test]")
+    else:
+        session.install(str(ROOT), "pytest>=8")
 
 
 def install_plugin(session: nox.Session, folder: Path, seen: set[Path] | None = None) -> None:
