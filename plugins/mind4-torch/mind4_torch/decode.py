@@ -36,8 +36,12 @@ class DecodeStep:
     """
 
     def __init__(self, model):
+        from .model import Structure
+
         cfg = model.config
         self.model = model
+        self.version = Structure.version
+        self.usable = standard(model)
         self.eps = cfg.rms_norm_eps
         self.H, self.Hq, self.Hkv, self.D = (
             cfg.hidden_size,
@@ -70,19 +74,13 @@ class DecodeStep:
             for block in model.block
         ]
         self.modules = list(model.modules())
-        self.attention_owners = [block.attn for block in model.block]
-        self.moe_owners = [block.mlp for block in model.block]
 
     def applies(self) -> bool:
-        """True while every block runs the torch components and no module has hooks."""
-        if _global_forward_hooks or _global_forward_pre_hooks:
+        """True when the model is the standard one (see :func:`standard`) and no module
+        has forward hooks (they must see every call)."""
+        if not self.usable or _global_forward_hooks or _global_forward_pre_hooks:
             return False
-        for module in self.modules:
-            if module._forward_hooks or module._forward_pre_hooks:
-                return False
-        return all(type(m.attention) is TorchAttention for m in self.attention_owners) and all(
-            type(m.moe) is TorchMoE for m in self.moe_owners
-        )
+        return not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules)
 
     def rms_norm(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return cast(torch.rms_norm(float32(x), (self.H,), scale, self.eps), x.dtype)
@@ -178,3 +176,41 @@ def picked_experts(w1, b1, w2, b2, chosen: list[int]):
         ),
         reverse,
     )
+
+
+def standard(model) -> bool:
+    """Whether ``model`` is exactly the readable model this path reproduces: its own module
+    classes, the torch attention and MoE components, every head of the config (a tensor-
+    parallel shard, a wrapped linear or an observer component is not)."""
+    from . import model as m
+
+    cfg = model.config
+    expected = {
+        "embedding": m.Embedding,
+        "norm": m.RMSNorm,
+        "unembedding": m.Linear,
+    }
+    if any(type(getattr(model, name)) is not cls for name, cls in expected.items()):
+        return False
+    for block in model.block:
+        attn, mlp = block.attn, block.mlp
+        kinds = (
+            (block, m.TransformerBlock),
+            (attn, m.AttentionBlock),
+            (mlp, m.MLPBlock),
+            (attn.norm, m.RMSNorm),
+            (mlp.norm, m.RMSNorm),
+            (attn.qkv, m.Linear),
+            (attn.out, m.Linear),
+            (mlp.gate, m.Linear),
+            (attn.attention, TorchAttention),
+            (mlp.moe, TorchMoE),
+        )
+        if any(type(obj) is not cls for obj, cls in kinds):
+            return False
+        heads = (attn.n_heads, attn.n_kv_heads, attn.head_dim)
+        if heads != (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim):
+            return False
+        if tuple(attn.qkv.weight.shape) != (cfg.qkv_dim, cfg.hidden_size):
+            return False
+    return True

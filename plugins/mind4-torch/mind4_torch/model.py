@@ -38,7 +38,9 @@ from .util import cast, float32
 
 __all__ = [
     "AttentionBlock",
+    "Embedding",
     "KVCache",
+    "Linear",
     "MLPBlock",
     "ModelConfig",
     "Offsets",
@@ -53,6 +55,51 @@ __all__ = [
 #   head_dim D, intermediate_size I, vocab_size V, num_experts E, experts_per_token k,
 #   sliding_window (even layers), rope_theta, rope_scaling_factor, rope_ntk_alpha,
 #   rope_ntk_beta, initial_context_length, max_context_length, swiglu_limit, rms_norm_eps.
+
+
+class Structure:
+    """A counter bumped whenever an attribute of a block or of the model is reassigned
+    (a swapped component, a wrapped linear): the decode fast path re-checks then."""
+
+    version = 0
+
+
+class Tracked(nn.Module):
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        Structure.version += 1
+
+
+class Linear(nn.Module):
+    """``y = x Wᵀ + b`` with ``W (out, in)``: ``nn.Linear`` without its random init.
+
+    Parameters start empty (``Transformer.init_weights`` or a checkpoint fills them),
+    which also keeps building a model on the meta device free of torch's decompositions.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features, device=device))
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_features, device=device))
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+        return F.linear(x, self.weight, self.bias)
+
+
+class Embedding(nn.Module):
+    """Rows of ``weight (V, H)`` by token id (``nn.Embedding`` without its random init)."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, device=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim, device=device))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, H)
+        return F.embedding(tokens, self.weight)
 
 
 class RMSNorm(nn.Module):
@@ -266,7 +313,7 @@ class KVCache:
         return k, v, offsets.value - start
 
 
-class AttentionBlock(nn.Module):
+class AttentionBlock(Tracked):
     """``x + out(attention(rope(q), rope(k), v, sinks))`` on ``rmsnorm(x)``.
 
     One fused ``qkv`` linear (with bias) produces ``Hq`` query heads and ``Hkv``
@@ -286,9 +333,9 @@ class AttentionBlock(nn.Module):
         self.window = config.window_of_layer(layer)  # int on even layers, None on odd ones
         self.sm_scale = 1.0 / math.sqrt(D)
         self.norm = RMSNorm(H, config.rms_norm_eps, device=device)
-        self.qkv = nn.Linear(H, config.qkv_dim, bias=True, device=device)
+        self.qkv = Linear(H, config.qkv_dim, bias=True, device=device)
         self.sinks = nn.Parameter(torch.zeros(self.n_heads, dtype=torch.float32, device=device))
-        self.out = nn.Linear(self.n_heads * D, H, bias=True, device=device)
+        self.out = Linear(self.n_heads * D, H, bias=True, device=device)
         self.attention = attention if attention is not None else TorchAttention()
 
     def forward(
@@ -317,7 +364,7 @@ class AttentionBlock(nn.Module):
         return x + self.out(o.reshape(B, T, Hq * D))
 
 
-class MLPBlock(nn.Module):
+class MLPBlock(Tracked):
     """``x + Σ_k gate_k · expert_k(rmsnorm(x))``: a top-k mixture of experts.
 
     The router (``gate``, a linear with bias) scores every expert; the ``k``
@@ -332,7 +379,7 @@ class MLPBlock(nn.Module):
         self.num_experts, self.experts_per_token = E, config.experts_per_token
         self.swiglu_limit = config.swiglu_limit
         self.norm = RMSNorm(H, config.rms_norm_eps, device=device)
-        self.gate = nn.Linear(H, E, bias=True, device=device)
+        self.gate = Linear(H, E, bias=True, device=device)
         self.mlp1_weight = nn.Parameter(torch.empty(E, 2 * I, H, device=device))
         self.mlp1_bias = nn.Parameter(torch.zeros(E, 2 * I, device=device))
         self.mlp2_weight = nn.Parameter(torch.empty(E, H, I, device=device))
@@ -360,7 +407,7 @@ class MLPBlock(nn.Module):
         return x + y.view(B, T, H)
 
 
-class TransformerBlock(nn.Module):
+class TransformerBlock(Tracked):
     def __init__(self, config: ModelConfig, layer: int, attention=None, moe=None, device=None):
         super().__init__()
         self.attn = AttentionBlock(config, layer, attention, device=device)
@@ -371,7 +418,7 @@ class TransformerBlock(nn.Module):
         return self.mlp(x, aux_losses)  # (B, T, H)
 
 
-class Transformer(nn.Module):
+class Transformer(Tracked):
     """The whole model. ``forward(tokens)`` gives training logits ``(B, T, V)``;
     with a :class:`KVCache` and an ``offset`` it extends a cached sequence.
 
@@ -387,13 +434,13 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         H, V = config.hidden_size, config.vocab_size
-        self.embedding = nn.Embedding(V, H, device=device)
+        self.embedding = Embedding(V, H, device=device)
         self.block = nn.ModuleList(
             TransformerBlock(config, n, attention, moe, device=device)
             for n in range(config.num_hidden_layers)
         )
         self.norm = RMSNorm(H, config.rms_norm_eps, device=device)
-        self.unembedding = nn.Linear(H, V, bias=False, device=device)
+        self.unembedding = Linear(H, V, bias=False, device=device)
         self.rope = RotaryEmbedding(config)
         #: decode one token of one row through :mod:`mind4_torch.decode` (same result, fewer
         #: operations) when the model runs its own torch components without gradients
@@ -403,7 +450,7 @@ class Transformer(nn.Module):
             self.init_weights()
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .half(), ...: parameters may be new tensors
-        self._decode_step = None
+        object.__setattr__(self, "_decode_step", None)
         return super()._apply(fn, *args, **kwargs)
 
     def _use_decode_step(self, B: int, T: int, cache, offsets: Offsets) -> bool:
@@ -411,11 +458,13 @@ class Transformer(nn.Module):
             return False
         if not isinstance(offsets.value, int) or torch.is_grad_enabled():
             return False
-        if self._decode_step is None:
+        step = self._decode_step
+        if step is None or step.version != Structure.version:
             from .decode import DecodeStep
 
-            self._decode_step = DecodeStep(self)
-        return self._decode_step.applies()
+            step = DecodeStep(self)
+            object.__setattr__(self, "_decode_step", step)  # not a structure change
+        return step.applies()
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None, std: float = 0.02) -> None:

@@ -10,7 +10,13 @@ import importlib.util
 from importlib import metadata
 
 from mind4_core import hookimpl
-from mind4_core.records import AttentionRecord, BackendRecord, MoERoutingRecord, SamplerRecord
+from mind4_core.records import (
+    AttentionRecord,
+    BackendRecord,
+    CliCommandRecord,
+    MoERoutingRecord,
+    SamplerRecord,
+)
 
 MIND4_PLUGIN_API = 1
 
@@ -95,5 +101,16 @@ def mind4_backends():
             tolerances={"float32": 1e-5, "bfloat16": 3e-2, "float16": 5e-3},
             availability="mind4_torch.plugin:availability",
             description="the reference PyTorch backend: KV cache, batching, CPU/CUDA/MPS, training",
+        )
+    ]
+
+
+@hookimpl
+def mind4_cli_commands():
+    return [
+        CliCommandRecord(
+            name="train",
+            factory="mind4_torch.train.cli:train_command",
+            short_help="Train a model from a YAML config (config/train.yaml); --resume continues.",
         )
     ]

@@ -425,4 +425,56 @@ def test_fast_decode_steps_aside_for_hooks_and_swapped_components(tiny):
     finally:
         block.moe = original
     assert calls == [cfg.experts_per_token]
+    rt.forward(tokens(cfg, 1, 1), cache, 6)  # restored: the fast path again
     assert rt.model._decode_step.applies()
+
+
+def test_fast_decode_only_for_the_standard_model(tiny):
+    """A wrapped module (as tensor parallelism installs) sends decode through the readable path."""
+    from mind4_torch.model import Linear
+
+    cfg, checkpoint, _ = tiny
+    rt = runtime(checkpoint)
+    cache = rt.new_cache(1, 8)
+    rt.forward(tokens(cfg, 1, 2), cache, 0)
+    calls = []
+
+    class Doubled(Linear):  # a stand-in for a row-parallel linear: must be called
+        def forward(self, x):
+            calls.append(x.shape)
+            return super().forward(x)
+
+    attn = rt.model.block[2].attn
+    wrapped = Doubled(attn.out.in_features, attn.out.out_features)
+    wrapped.weight, wrapped.bias = attn.out.weight, attn.out.bias
+    original, attn.out = attn.out, wrapped
+    try:
+        rt.forward(tokens(cfg, 1, 1), cache, 2)
+    finally:
+        attn.out = original
+    assert calls == [(1, 1, cfg.num_attention_heads * cfg.head_dim)]
+    rt.forward(tokens(cfg, 1, 1), cache, 3)
+    assert rt.model._decode_step.applies()
+
+
+def test_building_a_model_on_meta_runs_no_init():
+    """No random init on the meta device: it goes through torch's decompositions and
+    imports sympy, seconds of startup for `mind4 run`."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from mind4_torch.model import Transformer\n"
+        "from mind4_core.presets import PRESETS\n"
+        "with torch.device('meta'):\n"
+        "    model = Transformer(PRESETS['small'], init=False)\n"
+        "assert model.embedding.weight.is_meta\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == "False"
