@@ -360,7 +360,7 @@ DEFAULT_MODEL: dict[str, Any] = {
     "intermediate_size": 128,
     "num_experts": 4,
     "experts_per_token": 2,
-    "initial_context_length": 256,
+    "initial_context_length": 1024,
     "max_context_length": 1024,
     "sliding_window": 64,
     "rope_theta": 10000.0,
