@@ -9,8 +9,8 @@ computes exactly what :class:`mind4_torch.model.Transformer` computes for
 - no module calls, no shape checks, views instead of reshapes;
 - RoPE as ``x * cos + roll(x, D/2) * sin`` on q and k heads together;
 - attention on the visible cache slice only, no mask (a single query sees all of it);
-- the ``k`` selected experts read in place as one strided batch (:func:`moe.evenly_spaced`),
-  gate-weighted and added to the residual in one ``addmm``.
+- the ``k`` selected experts only, one matrix-vector product per expert matrix
+  (:func:`mind4_torch.moe.one_token`, shared with the readable path).
 
 The model uses it only with its own torch components and no hooks: a swapped-in
 attention or MoE component, or a forward hook (the lab's capture installs both),
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from .attention import TorchAttention
-from .moe import TorchMoE, experts, swiglu
+from .moe import TorchMoE, one_token
 from .util import cast, float32
 
 
@@ -87,7 +87,7 @@ class DecodeStep:
 
     def __call__(self, token: torch.Tensor, cache, pos: int) -> torch.Tensor:
         model = self.model
-        H, Hq, Hkv, D, k = self.H, self.Hq, self.Hkv, self.D, self.k
+        Hq, Hkv, D, k = self.Hq, self.Hkv, self.D, self.k
         G = Hq // Hkv
         cos, sin = model.rope.at(pos, token.device)  # (D,) each
         x = model.embedding.weight[token.view(1)]  # (1, H)
@@ -119,63 +119,9 @@ class DecodeStep:
             t = self.rms_norm(x, n2)  # (1, H)
             top, idx = torch.topk(float32(F.linear(t, wg, bg)), k, dim=-1)  # (1, k)
             gates = torch.softmax(top, dim=-1)  # (1, k) float32
-            chosen = idx.tolist()[0]
-            picked = picked_experts(*mlp, chosen)
-            if picked is None:  # packed MXFP4 or unevenly spaced experts
-                y = experts(
-                    t,
-                    idx,
-                    gates,
-                    *mlp,
-                    self.limit,
-                )
-                x = x + y
-                continue
-            w1, b1, w2, b2, reverse = picked  # (k, 2I, H), (k, 1, 2I), (k, H, I), (k, 1, H)
-            h = torch.baddbmm(b1, t.expand(k, 1, H), w1.transpose(1, 2))  # (k, 1, 2I)
-            y = torch.baddbmm(b2, swiglu(h, self.limit), w2.transpose(1, 2))  # (k, 1, H)
-            if reverse:
-                gates = gates.flip(-1)
-            x = torch.addmm(x, cast(gates, x.dtype), y.view(k, H))  # x + Σ gate_k y_k
+            x = x + one_token(t, idx.tolist()[0], gates.tolist()[0], *mlp, self.limit)  # (1, H)
 
         return model.unembedding(self.rms_norm(x, model.norm.scale)).view(1, 1, -1)  # (1, 1, V)
-
-
-def picked_experts(w1, b1, w2, b2, chosen: list[int]):
-    """The chosen experts' weights as strided views ``(k, ...)`` (no copy), or ``None``.
-
-    Views exist when the expert ids, sorted, are evenly spaced (always for k <= 2).
-    ``reverse`` says the ids came in descending order (the gates must be flipped).
-    """
-    if not isinstance(w1, torch.Tensor):
-        return None
-    k = len(chosen)
-    reverse = k == 2 and chosen[0] > chosen[1]
-    if reverse:
-        chosen = chosen[::-1]
-    elif k > 2:
-        if chosen != sorted(chosen):
-            return None  # the general case: moe.experts groups them
-        if any(b - a != chosen[1] - chosen[0] for a, b in zip(chosen, chosen[1:])):
-            return None
-    first, step = chosen[0], (chosen[1] - chosen[0] if k > 1 else 1)
-    s1, s2 = w1.stride(), w2.stride()
-    t1, t2 = b1.stride(), b2.stride()
-    return (
-        w1.as_strided(
-            (k, *w1.shape[1:]), (step * s1[0], s1[1], s1[2]), w1.storage_offset() + first * s1[0]
-        ),
-        b1.as_strided(
-            (k, 1, b1.shape[1]), (step * t1[0], 0, t1[1]), b1.storage_offset() + first * t1[0]
-        ),
-        w2.as_strided(
-            (k, *w2.shape[1:]), (step * s2[0], s2[1], s2[2]), w2.storage_offset() + first * s2[0]
-        ),
-        b2.as_strided(
-            (k, 1, b2.shape[1]), (step * t2[0], 0, t2[1]), b2.storage_offset() + first * t2[0]
-        ),
-        reverse,
-    )
 
 
 def standard(model) -> bool:
