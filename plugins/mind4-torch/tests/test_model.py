@@ -146,9 +146,9 @@ def test_chunked_prefill_equals_one_shot(tiny_runtime, tiny, chunks):
 @pytest.mark.parametrize(
     "overrides",
     [
-        {},  # k = 2: the two experts as one strided batch
+        {},  # k = 2
         dict(experts_per_token=1),
-        dict(experts_per_token=3),  # usually unevenly spaced: the grouped fallback
+        dict(experts_per_token=3),
         dict(num_key_value_heads=1, sliding_window=3),
     ],
 )
