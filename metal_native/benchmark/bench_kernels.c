@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
 
     uint32_t* tokens = (uint32_t*)m4_alloc(T * 4);
     for (size_t i = 0; i < T; i++) tokens[i] = (uint32_t)(m4_splitmix64(i) % V);
-    m4_matrix table = {MIND4_DTYPE_BF16, h16, NULL, V, H};
+    m4_matrix table = {MIND4_DTYPE_BF16, h16, NULL, V, H, false};
     BEST_OF(reps, t, m4_embedding(&table, tokens, T, c));
     report("embedding bf16 (T rows)", t, (double)T * H * 6, 0);
 

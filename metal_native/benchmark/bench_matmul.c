@@ -2,7 +2,7 @@
  * reported in GB/s of weights read) and prefill GEMM (T = 512, reported in
  * GFLOP/s) for f32, bf16 and MXFP4 weights.
  *
- *   bench_matmul [--threads 2] [--rows 8192] [--cols 512] [--T 512] [--reps 20] */
+ *   bench_matmul [--threads 2] [--rows 8192] [--cols 512] [--T 512] [--reps 20] [--stream 0|1] */
 #include "bench_util.h"
 #include "kernels.h"
 #include "pool.h"
@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     int reps = (int)arg_int(argc, argv, "--reps", 20);
     /* several copies of the weights so decode reads from DRAM, not cache */
     size_t copies = (size_t)arg_int(argc, argv, "--copies", 8);
+    bool stream = arg_int(argc, argv, "--stream", 0) != 0; /* non-temporal prefetch in the GEMVs */
     m4_pool* pool = NULL;
     if (m4_pool_create((uint32_t)threads, &pool) != MIND4_SUCCESS) return 1;
     float* wf = (float*)m4_alloc(N * K * 4 * copies);
@@ -28,7 +29,8 @@ int main(int argc, char** argv) {
     m4_fill_uniform(x, T * K, 2, -1.0f, 1.0f);
     size_t per = m4_matmul_scratch_floats(K);
     float* scratch = (float*)m4_alloc(per * threads * 4);
-    printf("matmul %zu x %zu, %zu threads, isa %s\n", N, K, threads, m4_isa_name(m4_kernels_isa()));
+    printf("matmul %zu x %zu, %zu threads, isa %s, stream hint %d\n", N, K, threads, m4_isa_name(m4_kernels_isa()),
+           (int)stream);
     mind4_dtype dtypes[3] = {MIND4_DTYPE_F32, MIND4_DTYPE_BF16, MIND4_DTYPE_MXFP4};
     for (int d = 0; d < 3; d++) {
         m4_matrix m[64];
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
             m[c].rows = N;
             m[c].cols = K;
             m[c].scales = scales + c * N * K / 32;
+            m[c].stream = stream;
             m[c].data = d == 0 ? (const void*)(wf + c * N * K)
                                 : d == 1 ? (const void*)(wb + c * N * K) : (const void*)(blocks + c * N * K / 2);
         }

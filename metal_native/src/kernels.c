@@ -112,7 +112,11 @@ void m4_matmul_rows(const m4_matmul_job* job, size_t r0, size_t r1, float* scrat
     size_t cols = w->cols, T = job->T;
     if (r0 >= r1 || T == 0) return;
     if (w->dtype == MIND4_DTYPE_F32) {
-        K->gemm_f32((const float*)w->data, cols, cols, job->x, job->ldx, T, job->bias, job->y, job->ldy, r0, r1);
+        if (T == 1) {
+            K->gemv_f32((const float*)w->data, cols, job->x, job->bias, job->y, r0, r1, w->stream);
+        } else {
+            K->gemm_f32((const float*)w->data, cols, cols, job->x, job->ldx, T, job->bias, job->y, job->ldy, r0, r1);
+        }
         return;
     }
     if (T < 4) { /* decode: stream the packed weights once per token */
@@ -120,10 +124,10 @@ void m4_matmul_rows(const m4_matmul_job* job, size_t r0, size_t r1, float* scrat
             const float* x = job->x + t * job->ldx;
             float* y = job->y + t * job->ldy;
             if (w->dtype == MIND4_DTYPE_BF16) {
-                K->gemv_bf16((const uint16_t*)w->data, cols, x, job->bias, y, r0, r1);
+                K->gemv_bf16((const uint16_t*)w->data, cols, x, job->bias, y, r0, r1, w->stream);
             } else {
                 permute_for_mxfp4(x, cols, scratch);
-                K->gemv_mxfp4((const uint8_t*)w->data, w->scales, cols, scratch, job->bias, y, r0, r1);
+                K->gemv_mxfp4((const uint8_t*)w->data, w->scales, cols, scratch, job->bias, y, r0, r1, w->stream);
             }
         }
         return;

@@ -29,6 +29,10 @@ typedef struct m4_matrix {
     const void* data;      /* F32/BF16: [rows, cols]; MXFP4: blocks [rows, cols/32, 16] */
     const uint8_t* scales; /* MXFP4 only: [rows, cols/32] E8M0 */
     size_t rows, cols;
+    /* read once per token and not worth caching (experts, unembedding): decode
+     * GEMVs prefetch it with a non-temporal hint so it does not evict the
+     * weights that could stay in the last-level cache */
+    bool stream;
 } m4_matrix;
 
 /* Row r of a (stacked) matrix view: rows [r0, r0 + n) as its own matrix. */
@@ -150,11 +154,14 @@ typedef struct m4_isa_kernels {
     /* y[t, r] for rows [r0, r1), all T; W f32 [rows, ldw] */
     void (*gemm_f32)(const float* w, size_t ldw, size_t K, const float* x, size_t ldx, size_t T, const float* bias,
                      float* y, size_t ldy, size_t r0, size_t r1);
-    /* T == 1 GEMV for rows [r0, r1) of W in bf16 */
-    void (*gemv_bf16)(const uint16_t* w, size_t K, const float* x, const float* bias, float* y, size_t r0, size_t r1);
+    /* T == 1 GEMVs for rows [r0, r1) of W [rows, K] in f32 / bf16 */
+    void (*gemv_f32)(const float* w, size_t K, const float* x, const float* bias, float* y, size_t r0, size_t r1,
+                     bool stream);
+    void (*gemv_bf16)(const uint16_t* w, size_t K, const float* x, const float* bias, float* y, size_t r0, size_t r1,
+                      bool stream);
     /* MXFP4 GEMV; xp is x permuted per 32-block into (even elements, odd elements) */
     void (*gemv_mxfp4)(const uint8_t* blocks, const uint8_t* scales, size_t K, const float* xp, const float* bias,
-                       float* y, size_t r0, size_t r1);
+                       float* y, size_t r0, size_t r1, bool stream);
     /* widen rows: bf16 [n] -> f32 */
     void (*bf16_to_f32)(const uint16_t* src, size_t n, float* dst);
     /* decode one MXFP4 row of K values */

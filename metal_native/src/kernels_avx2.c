@@ -94,16 +94,31 @@ static inline void tile_3x4(const float* w, size_t ldw, size_t K, const float* x
     }
 }
 
+/* Non-temporal prefetch, one cache line per row per call: of the next group
+ * of 4 rows (same column) while that group is at most 16 KiB away, else a
+ * fixed 1 KiB ahead in the same row (a prefetched line must still be in L1
+ * when its load comes). */
+#define PREFETCH_NTA(p) _mm_prefetch((const char*)(p), _MM_HINT_NTA)
+static inline size_t prefetch_ahead(size_t row_elems, size_t elem_bytes) {
+    return 4 * row_elems * elem_bytes <= 16384 ? 4 * row_elems : 1024 / elem_bytes;
+}
+
 /* 1 token x 4 rows, two k-steps in flight (decode GEMV on f32 weights). */
 static inline void tile_1x4(const float* w, size_t ldw, size_t K, const float* x, const float* bias, float* y,
-                            size_t r) {
+                            size_t r, bool stream) {
     const float* w0 = w + r * ldw;
     const float* w1 = w0 + ldw;
     const float* w2 = w1 + ldw;
     const float* w3 = w2 + ldw;
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
-    size_t k = 0;
+    size_t k = 0, ahead = prefetch_ahead(ldw, 4);
     for (; k + 16 <= K; k += 16) {
+        if (stream) {
+            PREFETCH_NTA(w0 + ahead + k);
+            PREFETCH_NTA(w1 + ahead + k);
+            PREFETCH_NTA(w2 + ahead + k);
+            PREFETCH_NTA(w3 + ahead + k);
+        }
         __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
         c0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w0 + k), c0);
         c1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w1 + k), c1);
@@ -138,11 +153,18 @@ static void gemm_f32_avx2(const float* w, size_t ldw, size_t K, const float* x, 
     for (; r + 4 <= r1; r += 4) {
         size_t t = 0;
         for (; t + 3 <= T; t += 3) tile_3x4(w, ldw, K, x + t * ldx, ldx, bias, y + t * ldy, ldy, r);
-        for (; t < T; t++) tile_1x4(w, ldw, K, x + t * ldx, bias, y + t * ldy, r);
+        for (; t < T; t++) tile_1x4(w, ldw, K, x + t * ldx, bias, y + t * ldy, r, false);
     }
     for (; r < r1; r++) {
         for (size_t t = 0; t < T; t++) y[t * ldy + r] = dot_avx2(w + r * ldw, x + t * ldx, K) + (bias ? bias[r] : 0.0f);
     }
+}
+
+static void gemv_f32_avx2(const float* w, size_t K, const float* x, const float* bias, float* y, size_t r0,
+                          size_t r1, bool stream) {
+    size_t r = r0;
+    for (; r + 4 <= r1; r += 4) tile_1x4(w, K, K, x, bias, y, r, stream);
+    for (; r < r1; r++) y[r] = dot_avx2(w + r * K, x, K) + (bias ? bias[r] : 0.0f);
 }
 
 static inline __m256 load_bf16(const uint16_t* p) {
@@ -157,7 +179,7 @@ static void bf16_to_f32_avx2(const uint16_t* src, size_t n, float* dst) {
 }
 
 static void gemv_bf16_avx2(const uint16_t* w, size_t K, const float* x, const float* bias, float* y, size_t r0,
-                           size_t r1) {
+                           size_t r1, bool stream) {
     size_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         const uint16_t* w0 = w + r * K;
@@ -165,8 +187,14 @@ static void gemv_bf16_avx2(const uint16_t* w, size_t K, const float* x, const fl
         const uint16_t* w2 = w1 + K;
         const uint16_t* w3 = w2 + K;
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
-        size_t k = 0;
+        size_t k = 0, ahead = prefetch_ahead(K, 2);
         for (; k + 16 <= K; k += 16) {
+            if (stream && (k & 31) == 0) { /* one line (32 bf16) per row */
+                PREFETCH_NTA(w0 + ahead + k);
+                PREFETCH_NTA(w1 + ahead + k);
+                PREFETCH_NTA(w2 + ahead + k);
+                PREFETCH_NTA(w3 + ahead + k);
+            }
             __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
             c0 = _mm256_fmadd_ps(a, load_bf16(w0 + k), c0);
             c1 = _mm256_fmadd_ps(a, load_bf16(w1 + k), c1);
@@ -214,7 +242,7 @@ static inline __m256 i8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvte
 static inline __m256 half_scale(uint8_t s) { return _mm256_set1_ps(m4_e8m0_half_scale(s)); }
 
 static void gemv_mxfp4_avx2(const uint8_t* blocks, const uint8_t* scales, size_t K, const float* xp,
-                            const float* bias, float* y, size_t r0, size_t r1) {
+                            const float* bias, float* y, size_t r0, size_t r1, bool stream) {
     const __m128i lut = FP4X2_LUT, mask = _mm_set1_epi8(0x0f);
     size_t nb = K / 32;
     for (size_t r = r0; r < r1; r++) {
@@ -222,6 +250,7 @@ static void gemv_mxfp4_avx2(const uint8_t* blocks, const uint8_t* scales, size_t
         const uint8_t* sr = scales + r * nb;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         for (size_t b = 0; b < nb; b++) {
+            if (stream && (b & 3) == 0) PREFETCH_NTA(br + 1024 + b * 16); /* 1 KiB ahead */
             __m128i bytes = _mm_loadu_si128((const __m128i*)(br + b * 16));
             __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, mask));
             __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
@@ -375,6 +404,6 @@ static void swiglu_row_avx2(const float* h, size_t I, float limit, float* out) {
 }
 
 const m4_isa_kernels m4_avx2_kernels = {
-    gemm_f32_avx2, gemv_bf16_avx2, gemv_mxfp4_avx2, bf16_to_f32_avx2, mxfp4_row_avx2, dot_avx2,
+    gemm_f32_avx2, gemv_f32_avx2, gemv_bf16_avx2, gemv_mxfp4_avx2, bf16_to_f32_avx2, mxfp4_row_avx2, dot_avx2,
     axpy_avx2,     max_avx2,       exp_sum_avx2,    pv_avx2,          swiglu_row_avx2,
 };

@@ -61,8 +61,15 @@ static void bf16_to_f32_generic(const uint16_t* src, size_t n, float* dst) {
     }
 }
 
+static void gemv_f32_generic(const float* w, size_t K, const float* x, const float* bias, float* y, size_t r0,
+                             size_t r1, bool stream) {
+    (void)stream;
+    gemm_f32_generic(w, K, K, x, K, 1, bias, y, 1, r0, r1);
+}
+
 static void gemv_bf16_generic(const uint16_t* w, size_t K, const float* x, const float* bias, float* y, size_t r0,
-                              size_t r1) {
+                              size_t r1, bool stream) {
+    (void)stream;
     float row[256];
     for (size_t r = r0; r < r1; r++) {
         const uint16_t* wr = w + r * K;
@@ -88,7 +95,8 @@ static void mxfp4_row_generic(const uint8_t* blocks, const uint8_t* scales, size
 }
 
 static void gemv_mxfp4_generic(const uint8_t* blocks, const uint8_t* scales, size_t K, const float* xp,
-                               const float* bias, float* y, size_t r0, size_t r1) {
+                               const float* bias, float* y, size_t r0, size_t r1, bool stream) {
+    (void)stream;
     size_t nb = K / 32;
     for (size_t r = r0; r < r1; r++) {
         const uint8_t* br = blocks + r * nb * 16;
@@ -142,7 +150,7 @@ static void swiglu_row_generic(const float* h, size_t I, float limit, float* out
 }
 
 const m4_isa_kernels m4_generic_kernels = {
-    gemm_f32_generic, gemv_bf16_generic, gemv_mxfp4_generic, bf16_to_f32_generic, mxfp4_row_generic,
+    gemm_f32_generic, gemv_f32_generic, gemv_bf16_generic, gemv_mxfp4_generic, bf16_to_f32_generic, mxfp4_row_generic,
     dot_generic,      axpy_generic,      max_generic,        exp_sum_generic,     pv_generic,
     swiglu_row_generic,
 };

@@ -231,6 +231,16 @@ static mind4_status build(mind4_model* m, const mind4_model_options* o) {
         L->window = (l % 2 == 0) ? c->sliding_window : 0;
     }
 #undef NAME
+    /* experts and the unembedding are streamed once per token: non-temporal
+     * prefetches keep them from evicting the attention weights from the
+     * last-level cache (MIND4_STREAM=0 turns this off) */
+    const char* env = getenv("MIND4_STREAM");
+    bool stream = !(env && strcmp(env, "0") == 0);
+    m->unembedding.stream = stream;
+    for (unsigned l = 0; l < c->num_hidden_layers; l++) {
+        m->layers[l].mlp1.stream = stream;
+        m->layers[l].mlp2.stream = stream;
+    }
     m4_rope_init(D, c->rope_theta, c->rope_scaling_factor, c->rope_ntk_alpha, c->rope_ntk_beta,
                  (double)c->initial_context_length, m->rope_inv_freq, &m->rope_concentration);
     return m4_pool_create(o->num_threads, &m->pool);

@@ -14,7 +14,7 @@ static void test_embedding(void) {
     for (size_t t = 0; t < T; t++) tokens[t] = (uint32_t)rnd_int(0, V - 1);
     float* out = falloc(T * H);
     double* ref = dalloc(T * H);
-    m4_matrix mf = {MIND4_DTYPE_F32, table, NULL, V, H}, mb = {MIND4_DTYPE_BF16, tb, NULL, V, H};
+    m4_matrix mf = {MIND4_DTYPE_F32, table, NULL, V, H, false}, mb = {MIND4_DTYPE_BF16, tb, NULL, V, H, false};
     m4_embedding(&mf, tokens, T, out);
     for (size_t t = 0; t < T; t++)
         for (size_t i = 0; i < H; i++) ref[t * H + i] = table[tokens[t] * H + i];

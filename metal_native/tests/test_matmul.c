@@ -16,7 +16,7 @@ static void run_case(m4_pool* pool, mind4_dtype dtype, size_t T, size_t N, size_
     float* wf = falloc(N * K);
     rnd_fill(wf, N * K, 1.0 / sqrt((double)K));
     double* wd = dalloc(N * K);
-    m4_matrix m = {dtype, NULL, NULL, N, K};
+    m4_matrix m = {dtype, NULL, NULL, N, K, rnd_int(0, 1) == 1}; /* stream hint on or off */
     uint16_t* wb = NULL;
     uint8_t *blocks = NULL, *scales = NULL;
     if (dtype == MIND4_DTYPE_F32) {
@@ -70,7 +70,7 @@ static void run_batch(m4_pool* pool) {
     float* w2 = falloc(N * K);
     rnd_fill(w1, N * K, 0.1);
     rnd_fill(w2, N * K, 0.1);
-    m4_matrix m1 = {MIND4_DTYPE_F32, w1, NULL, N, K}, m2 = {MIND4_DTYPE_F32, w2, NULL, N, K};
+    m4_matrix m1 = {MIND4_DTYPE_F32, w1, NULL, N, K, false}, m2 = {MIND4_DTYPE_F32, w2, NULL, N, K, true};
     float* x = falloc(T * ldx);
     rnd_fill(x, T * ldx, 1.0);
     float* y = falloc(2 * T * ldy);
