@@ -182,15 +182,6 @@ void m4_matmul(m4_pool* pool, const m4_matrix* w, const float* bias, const float
 const float m4_fp4_values[16] = {+0.0f, +0.5f, +1.0f, +1.5f, +2.0f, +3.0f, +4.0f, +6.0f,
                                  -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
-float m4_e8m0_half_scale(uint8_t scale) {
-    /* 2^(scale - 128): exponent field scale - 1 for scale >= 2; 2^-127 and
-     * 2^-128 are subnormal (mantissa bits 22 and 21) */
-    uint32_t bits = scale >= 2 ? (uint32_t)(scale - 1) << 23 : (scale == 1 ? 0x00400000u : 0x00200000u);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 void m4_mxfp4_decode(const uint8_t* blocks, const uint8_t* scales, size_t rows, size_t cols, float* out) {
     const m4_isa_kernels* K = m4_kernels();
     for (size_t r = 0; r < rows; r++) K->mxfp4_row(blocks + r * (cols / 2), scales + r * (cols / 32), cols, out + r * cols);

@@ -67,8 +67,15 @@ void m4_matmul_rows(const m4_matmul_job* job, size_t r0, size_t r1, float* scrat
 /* ------------------------------------------------------------- MXFP4 */
 /* FP4 E2M1 values of codes 0..15. */
 extern const float m4_fp4_values[16];
-/* 2^(scale - 127) computed exactly as (2 * fp4) * 2^(scale - 128). */
-float m4_e8m0_half_scale(uint8_t scale); /* 2^(scale - 128) */
+/* E8M0 scales: 2^(scale - 127) is applied exactly as (2 * fp4) * 2^(scale - 128);
+ * this returns 2^(scale - 128) (exponent field scale - 1 for scale >= 2;
+ * 2^-127 and 2^-128 are subnormal: mantissa bits 22 and 21). */
+static inline float m4_e8m0_half_scale(uint8_t scale) {
+    uint32_t bits = scale >= 2 ? (uint32_t)(scale - 1) << 23 : (scale == 1 ? 0x00400000u : 0x00200000u);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
 /* blocks [rows, cols/32, 16], scales [rows, cols/32] -> out [rows, cols] */
 void m4_mxfp4_decode(const uint8_t* blocks, const uint8_t* scales, size_t rows, size_t cols, float* out);
 /* x [rows, cols] -> MXFP4, the same rounding as mind4_core.mxfp4.encode: per
