@@ -61,7 +61,12 @@ def run_chat(
             f"max_new_tokens ({params.max_new_tokens}) leaves no room for the conversation in a "
             f"context of {session.max_tokens} tokens; lower --max-new-tokens"
         )
-    stops = set(stop_tokens(tokenizer)) | set(model.stop_tokens())
+    # <|end|> closes the final message: the turn is over for this chat
+    stops = (
+        set(stop_tokens(tokenizer))
+        | set(model.stop_tokens())
+        | {tokenizer.encode_special("<|end|>")}
+    )
     echo(f"mind4 chat: {model.backend}/{model.device}/{model.dtype}. /reset, /save FILE, /exit.")
     while True:
         try:
@@ -99,9 +104,14 @@ def run_chat(
             continue
         if dropped:
             echo(f"(context full: dropped the {len(dropped)} oldest messages)")
-        prompt = _render(conversation, tokenizer)
-        session.reset(prompt)
+        # The reply's header is given, not generated: the model writes the final
+        # channel's text directly (a small model trained on plain text never learns
+        # to emit a harmony header of its own).
+        header = _final_header(tokenizer)
+        session.reset(_render(conversation, tokenizer) + header)
         parser = HarmonyParser(tokenizer)
+        for token in header:
+            parser.feed(token)
         echo("mind4> ", nl=False)
         reply: list[str] = []
         finished = None
@@ -121,6 +131,15 @@ def _reply_events(session, params: SamplingParams, stops: set[int], parser):
     for token in session.generate(params, stop_tokens=stops):
         yield from parser.feed(token)
     yield from parser.finish()
+
+
+def _final_header(tokenizer) -> list[int]:
+    """``<|channel|>final<|message|>``: what follows ``<|start|>assistant`` for a final answer."""
+    return [
+        tokenizer.encode_special("<|channel|>"),
+        *tokenizer.encode("final"),
+        tokenizer.encode_special("<|message|>"),
+    ]
 
 
 def _render(conversation, tokenizer) -> list[int]:
