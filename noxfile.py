@@ -177,6 +177,12 @@ def conformance(session: nox.Session, target: str) -> None:
     session.run("python", "-m", "mind4_specs", *args, *config["args"], *session.posargs, env=env)
 
 
+@nox.session(python=False)
+def native(session: nox.Session) -> None:
+    """metal_native's C tests (ctest) under AddressSanitizer + UBSan, fuzz corpus included."""
+    session.run("bash", str(ROOT / ".ci" / "metal-tests.sh"), external=True)
+
+
 @nox.session(default=False)
 def conformance_external(session: nox.Session) -> None:
     """The specs against a plugin from PyPI, a path or a URL:
