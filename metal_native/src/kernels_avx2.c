@@ -94,31 +94,16 @@ static inline void tile_3x4(const float* w, size_t ldw, size_t K, const float* x
     }
 }
 
-/* Non-temporal prefetch, one cache line per row per call: of the next group
- * of 4 rows (same column) while that group is at most 16 KiB away, else a
- * fixed 1 KiB ahead in the same row (a prefetched line must still be in L1
- * when its load comes). */
-#define PREFETCH_NTA(p) _mm_prefetch((const char*)(p), _MM_HINT_NTA)
-static inline size_t prefetch_ahead(size_t row_elems, size_t elem_bytes) {
-    return 4 * row_elems * elem_bytes <= 16384 ? 4 * row_elems : 1024 / elem_bytes;
-}
-
 /* 1 token x 4 rows, two k-steps in flight (decode GEMV on f32 weights). */
 static inline void tile_1x4(const float* w, size_t ldw, size_t K, const float* x, const float* bias, float* y,
-                            size_t r, bool stream) {
+                            size_t r) {
     const float* w0 = w + r * ldw;
     const float* w1 = w0 + ldw;
     const float* w2 = w1 + ldw;
     const float* w3 = w2 + ldw;
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
-    size_t k = 0, ahead = prefetch_ahead(ldw, 4);
+    size_t k = 0;
     for (; k + 16 <= K; k += 16) {
-        if (stream) {
-            PREFETCH_NTA(w0 + ahead + k);
-            PREFETCH_NTA(w1 + ahead + k);
-            PREFETCH_NTA(w2 + ahead + k);
-            PREFETCH_NTA(w3 + ahead + k);
-        }
         __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
         c0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w0 + k), c0);
         c1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(w1 + k), c1);
@@ -153,18 +138,11 @@ static void gemm_f32_avx2(const float* w, size_t ldw, size_t K, const float* x, 
     for (; r + 4 <= r1; r += 4) {
         size_t t = 0;
         for (; t + 3 <= T; t += 3) tile_3x4(w, ldw, K, x + t * ldx, ldx, bias, y + t * ldy, ldy, r);
-        for (; t < T; t++) tile_1x4(w, ldw, K, x + t * ldx, bias, y + t * ldy, r, false);
+        for (; t < T; t++) tile_1x4(w, ldw, K, x + t * ldx, bias, y + t * ldy, r);
     }
     for (; r < r1; r++) {
         for (size_t t = 0; t < T; t++) y[t * ldy + r] = dot_avx2(w + r * ldw, x + t * ldx, K) + (bias ? bias[r] : 0.0f);
     }
-}
-
-static void gemv_f32_avx2(const float* w, size_t K, const float* x, const float* bias, float* y, size_t r0,
-                          size_t r1, bool stream) {
-    size_t r = r0;
-    for (; r + 4 <= r1; r += 4) tile_1x4(w, K, K, x, bias, y, r, stream);
-    for (; r < r1; r++) y[r] = dot_avx2(w + r * K, x, K) + (bias ? bias[r] : 0.0f);
 }
 
 static inline __m256 load_bf16(const uint16_t* p) {
@@ -178,60 +156,57 @@ static void bf16_to_f32_avx2(const uint16_t* src, size_t n, float* dst) {
     for (; i < n; i++) dst[i] = m4_bf16_to_f32(src[i]);
 }
 
+/* Decode GEMVs read one row after another, so a thread's rows form a single
+ * sequential stream: the hardware prefetcher follows it at full speed (four
+ * interleaved 1-2 KiB row streams ran at half the bandwidth). With `stream`,
+ * a non-temporal prefetch runs STREAM_AHEAD bytes ahead so weights read once
+ * per token do not evict the ones that could stay in the last-level cache. */
+#define STREAM_AHEAD 1024
+#define PREFETCH_NTA(p) _mm_prefetch((const char*)(p), _MM_HINT_NTA)
+
+static inline float row_dot_f32(const float* w, const float* x, size_t K, bool stream) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    size_t k = 0;
+    for (; k + 32 <= K; k += 32) { /* 128 bytes: two cache lines */
+        if (stream) {
+            PREFETCH_NTA((const char*)(w + k) + STREAM_AHEAD);
+            PREFETCH_NTA((const char*)(w + k) + STREAM_AHEAD + 64);
+        }
+        c0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), c0);
+        c1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(w + k + 8), c1);
+        c2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 16), _mm256_loadu_ps(w + k + 16), c2);
+        c3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 24), _mm256_loadu_ps(w + k + 24), c3);
+    }
+    for (; k + 8 <= K; k += 8) c0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), c0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
+    for (; k < K; k++) s += x[k] * w[k];
+    return s;
+}
+
+static void gemv_f32_avx2(const float* w, size_t K, const float* x, const float* bias, float* y, size_t r0,
+                          size_t r1, bool stream) {
+    for (size_t r = r0; r < r1; r++) y[r] = row_dot_f32(w + r * K, x, K, stream) + (bias ? bias[r] : 0.0f);
+}
+
+static inline float row_dot_bf16(const uint16_t* w, const float* x, size_t K, bool stream) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    size_t k = 0;
+    for (; k + 32 <= K; k += 32) { /* 64 bytes: one cache line */
+        if (stream) PREFETCH_NTA((const char*)(w + k) + STREAM_AHEAD);
+        c0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), load_bf16(w + k), c0);
+        c1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), load_bf16(w + k + 8), c1);
+        c2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 16), load_bf16(w + k + 16), c2);
+        c3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 24), load_bf16(w + k + 24), c3);
+    }
+    for (; k + 8 <= K; k += 8) c0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), load_bf16(w + k), c0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
+    for (; k < K; k++) s += x[k] * m4_bf16_to_f32(w[k]);
+    return s;
+}
+
 static void gemv_bf16_avx2(const uint16_t* w, size_t K, const float* x, const float* bias, float* y, size_t r0,
                            size_t r1, bool stream) {
-    size_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const uint16_t* w0 = w + r * K;
-        const uint16_t* w1 = w0 + K;
-        const uint16_t* w2 = w1 + K;
-        const uint16_t* w3 = w2 + K;
-        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, d0 = c0, d1 = c0, d2 = c0, d3 = c0;
-        size_t k = 0, ahead = prefetch_ahead(K, 2);
-        for (; k + 16 <= K; k += 16) {
-            if (stream && (k & 31) == 0) { /* one line (32 bf16) per row */
-                PREFETCH_NTA(w0 + ahead + k);
-                PREFETCH_NTA(w1 + ahead + k);
-                PREFETCH_NTA(w2 + ahead + k);
-                PREFETCH_NTA(w3 + ahead + k);
-            }
-            __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
-            c0 = _mm256_fmadd_ps(a, load_bf16(w0 + k), c0);
-            c1 = _mm256_fmadd_ps(a, load_bf16(w1 + k), c1);
-            c2 = _mm256_fmadd_ps(a, load_bf16(w2 + k), c2);
-            c3 = _mm256_fmadd_ps(a, load_bf16(w3 + k), c3);
-            d0 = _mm256_fmadd_ps(b, load_bf16(w0 + k + 8), d0);
-            d1 = _mm256_fmadd_ps(b, load_bf16(w1 + k + 8), d1);
-            d2 = _mm256_fmadd_ps(b, load_bf16(w2 + k + 8), d2);
-            d3 = _mm256_fmadd_ps(b, load_bf16(w3 + k + 8), d3);
-        }
-        for (; k + 8 <= K; k += 8) {
-            __m256 a = _mm256_loadu_ps(x + k);
-            c0 = _mm256_fmadd_ps(a, load_bf16(w0 + k), c0);
-            c1 = _mm256_fmadd_ps(a, load_bf16(w1 + k), c1);
-            c2 = _mm256_fmadd_ps(a, load_bf16(w2 + k), c2);
-            c3 = _mm256_fmadd_ps(a, load_bf16(w3 + k), c3);
-        }
-        float o[4];
-        _mm_storeu_ps(o, hsum4(_mm256_add_ps(c0, d0), _mm256_add_ps(c1, d1), _mm256_add_ps(c2, d2),
-                               _mm256_add_ps(c3, d3)));
-        for (; k < K; k++) {
-            o[0] += x[k] * m4_bf16_to_f32(w0[k]);
-            o[1] += x[k] * m4_bf16_to_f32(w1[k]);
-            o[2] += x[k] * m4_bf16_to_f32(w2[k]);
-            o[3] += x[k] * m4_bf16_to_f32(w3[k]);
-        }
-        for (int j = 0; j < 4; j++) y[r + j] = o[j] + (bias ? bias[r + j] : 0.0f);
-    }
-    for (; r < r1; r++) {
-        const uint16_t* wr = w + r * K;
-        __m256 c = _mm256_setzero_ps();
-        size_t k = 0;
-        for (; k + 8 <= K; k += 8) c = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), load_bf16(wr + k), c);
-        float s = hsum(c);
-        for (; k < K; k++) s += x[k] * m4_bf16_to_f32(wr[k]);
-        y[r] = s + (bias ? bias[r] : 0.0f);
-    }
+    for (size_t r = r0; r < r1; r++) y[r] = row_dot_bf16(w + r * K, x, K, stream) + (bias ? bias[r] : 0.0f);
 }
 
 /* 2 * FP4 value as int8, indexed by code */
@@ -250,7 +225,7 @@ static void gemv_mxfp4_avx2(const uint8_t* blocks, const uint8_t* scales, size_t
         const uint8_t* sr = scales + r * nb;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         for (size_t b = 0; b < nb; b++) {
-            if (stream && (b & 3) == 0) PREFETCH_NTA(br + 1024 + b * 16); /* 1 KiB ahead */
+            if (stream && (b & 3) == 0) PREFETCH_NTA(br + STREAM_AHEAD + b * 16);
             __m128i bytes = _mm_loadu_si128((const __m128i*)(br + b * 16));
             __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(bytes, mask));
             __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
