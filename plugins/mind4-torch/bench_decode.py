@@ -11,6 +11,8 @@ through the backend factory exactly as ``mind4 run`` does, then measures:
   mean and best window of 16 tokens (the machine may be shared),
   which shows that decode cost grows linearly with context, not quadratically;
 - batch decode: tokens/s with ``--batch`` rows at different offsets;
+- on CPU, the streaming bandwidth ``x @ W`` reaches right now and the decode speed it
+  bounds (weight bytes per token / bandwidth): batch-1 decode is memory-bound;
 - peak resident memory.
 """
 
@@ -69,6 +71,36 @@ def greedy(
         sum(times[i : i + window]) / window for i in range(0, max(1, n - window + 1), window)
     ]
     return sum(times) / n, min(windows)
+
+
+def weight_bytes_per_token(cfg, itemsize: int) -> int:
+    """Bytes of weights one decoded token reads: attention, router and k experts per
+    layer, the unembedding (plus one embedding row)."""
+    H, D, E, k, I = (
+        cfg.hidden_size,
+        cfg.head_dim,
+        cfg.num_experts,
+        cfg.experts_per_token,
+        cfg.intermediate_size,
+    )  # noqa: E741
+    attn = cfg.qkv_dim * (H + 1) + H * (cfg.num_attention_heads * D + 1)
+    experts = k * (2 * I * (H + 1) + H * (I + 1)) + E * (H + 1)
+    return itemsize * (cfg.num_hidden_layers * (attn + experts) + cfg.vocab_size * H + H)
+
+
+def streaming_bandwidth(device: str, dtype: torch.dtype, total_mib: int = 192) -> float:
+    """GB/s of ``x @ W`` over ``total_mib`` of distinct weights (more than the CPU caches):
+    the memory bandwidth decode can use on this machine right now."""
+    n = total_mib // 2
+    weights = [torch.randn(512, 1024, dtype=dtype, device=device) for _ in range(n)]
+    x = torch.randn(1, 512, dtype=dtype, device=device)
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for w in weights:
+            x @ w
+        best = min(best, time.perf_counter() - start)
+    return n * w.numel() * w.element_size() / best / 1e9
 
 
 def main(argv=None) -> dict:
@@ -147,6 +179,13 @@ def main(argv=None) -> dict:
             tokens = rt.to_numpy(logits.argmax(-1, keepdim=True))
         batch = {"rows": B, "tok_s": round(B * steps / (time.perf_counter() - t0), 1)}
 
+    bandwidth = (
+        streaming_bandwidth(rt.device, rt.model.unembedding.weight.dtype)
+        if rt.device == "cpu"
+        else None
+    )
+    per_token = weight_bytes_per_token(cfg, rt.model.unembedding.weight.element_size())
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
         1 if sys.platform == "darwin" else 1024
     )
@@ -167,6 +206,9 @@ def main(argv=None) -> dict:
         "decode_tok_s_best_window": round(1 / decode_best, 1),
         "decode_ms_per_token_at": per_position,
         "batch_decode": batch,
+        "weight_mib_per_token": round(per_token / 2**20, 1),
+        "memory_bandwidth_gb_s": None if bandwidth is None else round(bandwidth, 1),
+        "decode_bound_tok_s": None if bandwidth is None else round(bandwidth * 1e9 / per_token, 1),
         "peak_rss_mib": round(peak / 2**20, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "torch": torch.__version__,

@@ -64,11 +64,14 @@ class DecodeStep:
                 block.mlp.norm.scale,
                 block.mlp.gate.weight,
                 block.mlp.gate.bias,
-                (
-                    block.mlp.mlp1_weight,
-                    block.mlp.mlp1_bias,
-                    block.mlp.mlp2_weight,
-                    block.mlp.mlp2_bias,
+                tuple(
+                    per_expert(w)
+                    for w in (
+                        block.mlp.mlp1_weight,
+                        block.mlp.mlp1_bias,
+                        block.mlp.mlp2_weight,
+                        block.mlp.mlp2_bias,
+                    )
                 ),
             )
             for block in model.block
@@ -122,6 +125,12 @@ class DecodeStep:
             x = x + one_token(t, idx.tolist()[0], gates.tolist()[0], *mlp, self.limit)  # (1, H)
 
         return model.unembedding(self.rms_norm(x, model.norm.scale)).view(1, 1, -1)  # (1, 1, V)
+
+
+def per_expert(w):
+    """Expert ``e``'s slice of ``w (E, ...)`` by ``w[e]``: a list of views made once (a
+    list lookup instead of a tensor ``select`` per use); packed weights stay as they are."""
+    return list(w.unbind(0)) if isinstance(w, torch.Tensor) else w
 
 
 def standard(model) -> bool:
