@@ -76,15 +76,10 @@ def greedy(
 def weight_bytes_per_token(cfg, itemsize: int) -> int:
     """Bytes of weights one decoded token reads: attention, router and k experts per
     layer, the unembedding (plus one embedding row)."""
-    H, D, E, k, I = (
-        cfg.hidden_size,
-        cfg.head_dim,
-        cfg.num_experts,
-        cfg.experts_per_token,
-        cfg.intermediate_size,
-    )  # noqa: E741
+    H, D, E, k = cfg.hidden_size, cfg.head_dim, cfg.num_experts, cfg.experts_per_token
+    inter = cfg.intermediate_size
     attn = cfg.qkv_dim * (H + 1) + H * (cfg.num_attention_heads * D + 1)
-    experts = k * (2 * I * (H + 1) + H * (I + 1)) + E * (H + 1)
+    experts = k * (2 * inter * (H + 1) + H * (inter + 1)) + E * (H + 1)
     return itemsize * (cfg.num_hidden_layers * (attn + experts) + cfg.vocab_size * H + H)
 
 
