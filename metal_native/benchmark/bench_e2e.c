@@ -5,6 +5,7 @@
  *
  *   bench_e2e [--dtype f32|bf16] [--experts f32|bf16|mxfp4] [--threads 2]
  *             [--prefill 512] [--decode 256] [--reps 3] [--dir CHECKPOINT]
+ *             [--placement auto|mapped|copied]
  *
  * --dir loads a checkpoint directory instead of building a model in memory.
  * Decode: tokens appended and processed one at a time after a prefill of
@@ -39,6 +40,10 @@ int main(int argc, char** argv) {
     mind4_model_options o;
     mind4_model_options_init(&o);
     o.num_threads = threads;
+    const char* placement = arg_str(argc, argv, "--placement", "auto");
+    o.weights_placement = strcmp(placement, "mapped") == 0   ? MIND4_WEIGHTS_MAPPED
+                          : strcmp(placement, "copied") == 0 ? MIND4_WEIGHTS_COPIED
+                                                             : MIND4_WEIGHTS_AUTO;
     mind4_model* model = NULL;
     cb_model cb;
     memset(&cb, 0, sizeof cb);
@@ -84,10 +89,13 @@ int main(int argc, char** argv) {
     mind4_model_get_dtypes(model, &dd, &de);
     uint32_t nthreads = 0;
     mind4_model_get_num_threads(model, &nthreads);
-    printf("model: %s, dense %s, experts %s, %u threads, isa %s, %.1f MB of weights, %.1f MB read per decoded token, "
-           "load %.2f s\n",
+    uint32_t placed = 0;
+    mind4_model_get_weights_placement(model, &placed);
+    printf("model: %s, dense %s, experts %s, %u threads, isa %s, %.1f MB of weights (%s), %.1f MB read per decoded "
+           "token, load %.2f s\n",
            dir ? dir : "random 64M (small)", mind4_dtype_string(dd), mind4_dtype_string(de), nthreads,
-           m4_isa_name(m4_kernels_isa()), (double)total / 1e6, (double)per_token / 1e6, load);
+           m4_isa_name(m4_kernels_isa()), (double)total / 1e6, placed == MIND4_WEIGHTS_COPIED ? "copied" : "mapped",
+           (double)per_token / 1e6, load);
 
     size_t ctx_tokens = prefill + decode + 1;
     mind4_context* ctx = NULL;

@@ -105,7 +105,19 @@ typedef struct mind4_model_options {
      * own config.json (a caller that validated or overrode the config). */
     const char* config_json;
     size_t config_json_size;
+    /* Where the weights live: MIND4_WEIGHTS_AUTO copies them out of the file
+     * mapping (or the caller's buffer) into anonymous memory backed by huge
+     * pages where the OS allows (decode reads the whole model per token; 4 KiB
+     * pages cost a TLB miss every 4 KiB) when they take less than a quarter of
+     * physical memory, else keeps the zero-copy mapping. */
+    uint32_t weights_placement;
 } mind4_model_options;
+
+enum {
+    MIND4_WEIGHTS_AUTO = 0,
+    MIND4_WEIGHTS_MAPPED = 1, /* zero copy: read from the file mapping */
+    MIND4_WEIGHTS_COPIED = 2, /* copied into (huge-page) anonymous memory */
+};
 
 typedef struct mind4_model mind4_model;
 
@@ -126,6 +138,9 @@ mind4_status mind4_model_create_from_memory(
     size_t safetensors_size, const mind4_model_options* options, mind4_model** model_out);
 
 mind4_status mind4_model_get_config(const mind4_model* model, mind4_model_config* config_out);
+
+/* Where the weights ended up: MIND4_WEIGHTS_MAPPED or MIND4_WEIGHTS_COPIED. */
+mind4_status mind4_model_get_weights_placement(const mind4_model* model, uint32_t* placement_out);
 
 /* dtypes the model computes with: dense weights and expert weights. */
 mind4_status mind4_model_get_dtypes(

@@ -48,6 +48,11 @@ static inline bool m4_mul_u64(uint64_t a, uint64_t b, uint64_t* out) {
 void* m4_alloc(size_t bytes);
 void* m4_calloc(size_t count, size_t size);
 void m4_free(void* p);
+/* Large allocations on 2 MiB boundaries, advised to use transparent huge pages
+ * (Linux); smaller ones as m4_alloc. Free with m4_free. */
+void* m4_alloc_huge(size_t bytes);
+/* Physical memory in bytes (0 if unknown). */
+uint64_t m4_physical_memory(void);
 
 /* ---- bfloat16 / float16 bits <-> float32 */
 static inline float m4_bf16_to_f32(uint16_t h) {

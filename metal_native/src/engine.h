@@ -35,6 +35,7 @@ struct mind4_model {
     double rope_concentration;
     m4_pool* pool;
     mind4_dtype dense_dtype, expert_dtype;
+    uint32_t weights_placement; /* MIND4_WEIGHTS_MAPPED or _COPIED */
     void** owned; /* converted copies of weights */
     size_t num_owned, cap_owned;
 };

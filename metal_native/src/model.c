@@ -122,7 +122,7 @@ static mind4_status load_matrix(mind4_model* m, const char* name, mind4_dtype wa
         *dtype_out = target;
         return MIND4_SUCCESS;
     }
-    void* dst = keep(m, m4_alloc(n * elem));
+    void* dst = keep(m, m4_alloc_huge(n * elem));
     if (!dst) return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory converting \"%s\" to %s", name, mind4_dtype_string(target));
     for (size_t i = 0; i < n; i++) {
         float f;
@@ -147,6 +147,68 @@ static mind4_status load_matrix(mind4_model* m, const char* name, mind4_dtype wa
     out->dtype = target;
     out->data = dst;
     *dtype_out = target;
+    return MIND4_SUCCESS;
+}
+
+static bool owned(const mind4_model* m, const void* p) {
+    for (size_t i = 0; i < m->num_owned; i++) {
+        if (m->owned[i] == p) return true;
+    }
+    return false;
+}
+
+/* Every matrix of the model (to copy them out of the mapping). */
+static size_t all_matrices(mind4_model* m, m4_matrix** out) {
+    size_t n = 0;
+    out[n++] = &m->embedding;
+    out[n++] = &m->unembedding;
+    for (uint32_t l = 0; l < m->config.num_hidden_layers; l++) {
+        m4_layer* L = &m->layers[l];
+        out[n++] = &L->qkv;
+        out[n++] = &L->out;
+        out[n++] = &L->gate;
+        out[n++] = &L->mlp1;
+        out[n++] = &L->mlp2;
+    }
+    return n;
+}
+
+/* Copy every matrix still pointing into the file mapping (or the caller's
+ * buffer) into one huge-page-backed block. */
+static mind4_status copy_weights(mind4_model* m) {
+    size_t count = 2 + 5 * (size_t)m->config.num_hidden_layers;
+    m4_matrix** mats = (m4_matrix**)malloc(count * sizeof *mats);
+    if (!mats) return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory");
+    count = all_matrices(m, mats);
+    size_t total = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (owned(m, mats[i]->data)) continue;
+        size_t bytes = mats[i]->dtype == MIND4_DTYPE_MXFP4 ? mats[i]->rows * (mats[i]->cols / 2)
+                                                          : m4_matrix_bytes(mats[i]);
+        total += (bytes + 63) & ~(size_t)63;
+        if (mats[i]->dtype == MIND4_DTYPE_MXFP4) total += (mats[i]->rows * (mats[i]->cols / 32) + 63) & ~(size_t)63;
+    }
+    unsigned char* block = total ? (unsigned char*)keep(m, m4_alloc_huge(total)) : NULL;
+    if (total && !block) {
+        free(mats);
+        return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory copying %zu bytes of weights", total);
+    }
+    size_t pos = 0;
+    for (size_t i = 0; i < count; i++) {
+        m4_matrix* w = mats[i];
+        if (owned(m, w->data)) continue;
+        size_t bytes = w->dtype == MIND4_DTYPE_MXFP4 ? w->rows * (w->cols / 2) : m4_matrix_bytes(w);
+        memcpy(block + pos, w->data, bytes);
+        w->data = block + pos;
+        pos += (bytes + 63) & ~(size_t)63;
+        if (w->dtype == MIND4_DTYPE_MXFP4) {
+            size_t sbytes = w->rows * (w->cols / 32);
+            memcpy(block + pos, w->scales, sbytes);
+            w->scales = block + pos;
+            pos += (sbytes + 63) & ~(size_t)63;
+        }
+    }
+    free(mats);
     return MIND4_SUCCESS;
 }
 
@@ -241,6 +303,21 @@ static mind4_status build(mind4_model* m, const mind4_model_options* o) {
         m->layers[l].mlp1.stream = stream;
         m->layers[l].mlp2.stream = stream;
     }
+    m->weights_placement = MIND4_WEIGHTS_MAPPED;
+    if (o->weights_placement > MIND4_WEIGHTS_COPIED) {
+        return m4_fail(MIND4_INVALID_ARGUMENT, "weights_placement %u is not one of auto (0), mapped (1), copied (2)",
+                       o->weights_placement);
+    }
+    bool copy = o->weights_placement == MIND4_WEIGHTS_COPIED;
+    if (o->weights_placement == MIND4_WEIGHTS_AUTO) {
+        uint64_t total = 0, per_token = 0, memory = m4_physical_memory();
+        mind4_model_get_weight_bytes(m, &total, &per_token);
+        copy = memory > 0 && total < memory / 4;
+    }
+    if (copy) {
+        if ((st = copy_weights(m)) != MIND4_SUCCESS) return st;
+        m->weights_placement = MIND4_WEIGHTS_COPIED;
+    }
     m4_rope_init(D, c->rope_theta, c->rope_scaling_factor, c->rope_ntk_alpha, c->rope_ntk_beta,
                  (double)c->initial_context_length, m->rope_inv_freq, &m->rope_concentration);
     return m4_pool_create(o->num_threads, &m->pool);
@@ -303,6 +380,14 @@ mind4_status mind4_model_get_dtypes(const mind4_model* model, mind4_dtype* dense
     if (!model) return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_model_get_dtypes: model is NULL");
     if (dense_out) *dense_out = model->dense_dtype;
     if (experts_out) *experts_out = model->expert_dtype;
+    return MIND4_SUCCESS;
+}
+
+mind4_status mind4_model_get_weights_placement(const mind4_model* model, uint32_t* placement_out) {
+    if (!model || !placement_out) {
+        return m4_fail(MIND4_INVALID_ARGUMENT, "mind4_model_get_weights_placement: NULL argument");
+    }
+    *placement_out = model->weights_placement;
     return MIND4_SUCCESS;
 }
 

@@ -2,6 +2,12 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#if defined(_WIN32)
+#include <windows.h>
+#else
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 #include "common.h"
 
@@ -74,6 +80,36 @@ void m4_free(void* p) {
     _aligned_free(p);
 #else
     free(p);
+#endif
+}
+
+void* m4_alloc_huge(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    if (bytes < 2 * huge) return m4_alloc(bytes);
+#if defined(_WIN32)
+    return m4_alloc(bytes);
+#else
+    if (bytes > SIZE_MAX - huge) return NULL;
+    size_t rounded = (bytes + huge - 1) & ~(huge - 1);
+    void* p = NULL;
+    if (posix_memalign(&p, huge, rounded) != 0) return NULL;
+#if defined(MADV_HUGEPAGE)
+    madvise(p, rounded, MADV_HUGEPAGE); /* a hint: failure is harmless */
+#endif
+    return p;
+#endif
+}
+
+uint64_t m4_physical_memory(void) {
+#if defined(_WIN32)
+    MEMORYSTATUSEX m;
+    m.dwLength = sizeof m;
+    return GlobalMemoryStatusEx(&m) ? (uint64_t)m.ullTotalPhys : 0;
+#elif defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
+#else
+    return 0;
 #endif
 }
 

@@ -10,12 +10,16 @@ static mind4_model* load(const cb_model* cb, uint32_t threads, mind4_dtype wdtyp
     mind4_model_options o;
     mind4_model_options_init(&o);
     o.num_threads = threads;
+    o.weights_placement = threads % 2 ? MIND4_WEIGHTS_MAPPED : MIND4_WEIGHTS_COPIED; /* both paths */
     o.weight_dtype = wdtype;
     o.check_finite = check_finite;
     mind4_model* m = NULL;
     mind4_status st = mind4_model_create_from_memory(cb->config_json, strlen(cb->config_json), cb->image,
                                                      cb->image_size, &o, &m);
     CHECK(st == MIND4_SUCCESS, "model load: %s: %s", mind4_status_string(st), mind4_last_error());
+    uint32_t placement = 99;
+    if (m) mind4_model_get_weights_placement(m, &placement);
+    CHECK(!m || placement == o.weights_placement, "placement %u want %u", placement, o.weights_placement);
     return m;
 }
 
