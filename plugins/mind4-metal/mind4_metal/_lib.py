@@ -16,11 +16,19 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     ) from exc
 
 STATUS_NAMES = {
-    getattr(lib, name): name[len("MIND4_") :]
-    for name in dir(lib)
-    if name.startswith("MIND4_")
-    and not name.startswith("MIND4_DTYPE_")
-    and name != "MIND4_API_VERSION"
+    getattr(lib, "MIND4_" + name): name
+    for name in (
+        "SUCCESS",
+        "INVALID_ARGUMENT",
+        "UNSUPPORTED",
+        "IO_ERROR",
+        "OUT_OF_MEMORY",
+        "CONTEXT_OVERFLOW",
+        "CORRUPT_FILE",
+        "CONFIG_MISMATCH",
+        "NOT_FOUND",
+        "INTERNAL_ERROR",
+    )
 }
 
 if lib.mind4_api_version() != lib.MIND4_API_VERSION:  # pragma: no cover
