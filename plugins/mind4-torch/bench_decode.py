@@ -98,6 +98,39 @@ def streaming_bandwidth(device: str, dtype: torch.dtype, total_mib: int = 192) -
     return n * w.numel() * w.element_size() / best / 1e9
 
 
+def compare_transformers(rt, prompt: np.ndarray, n: int) -> dict:
+    """Greedy-decode ``n`` tokens with both; tokens/s of each and whether the tokens agree."""
+    from mind4_torch.hf import to_transformers
+
+    model = to_transformers(rt.model)
+    ids = torch.from_numpy(prompt)
+    with torch.inference_mode():
+        model.generate(ids[:, :8], max_new_tokens=4, min_new_tokens=4, do_sample=False)  # warm-up
+        start = time.perf_counter()
+        out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        hf_s = time.perf_counter() - start
+    hf_tokens = out[0, prompt.shape[1] :].tolist()
+    cache = rt.new_cache(1, prompt.shape[1] + n + 1)
+    start = time.perf_counter()
+    logits = rt.forward(prompt, cache, 0)
+    ours = []
+    for i in range(n):
+        token = int(logits.argmax(-1)[0])
+        ours.append(token)
+        if i + 1 < n:
+            logits = rt.forward(np.array([[token]]), cache, prompt.shape[1] + i)
+    ours_s = time.perf_counter() - start
+    same = next((i for i, (a, b) in enumerate(zip(ours, hf_tokens, strict=True)) if a != b), n)
+    return {
+        "transformers": __import__("transformers").__version__,
+        "transformers_tok_s": round(n / hf_s, 1),
+        "mind4_torch_tok_s": round(n / ours_s, 1),
+        "speedup": round(hf_s / ours_s, 2),
+        "greedy_tokens_identical": same,
+        "of": n,
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -120,6 +153,12 @@ def main(argv=None) -> dict:
         "--batch", type=int, default=4, help="rows for the batched decode figure (0: skip)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--transformers",
+        action="store_true",
+        help="also greedy-decode with transformers' GptOss holding the same weights (same prompt, "
+        "prefill included in both timings) and compare speed and tokens",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -180,6 +219,7 @@ def main(argv=None) -> dict:
         else None
     )
     per_token = weight_bytes_per_token(cfg, rt.model.unembedding.weight.element_size())
+    versus = compare_transformers(rt, prompt, args.decode) if args.transformers else None
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
         1 if sys.platform == "darwin" else 1024
@@ -201,6 +241,7 @@ def main(argv=None) -> dict:
         "decode_tok_s_best_window": round(1 / decode_best, 1),
         "decode_ms_per_token_at": per_position,
         "batch_decode": batch,
+        "versus_transformers": versus,
         "weight_mib_per_token": round(per_token / 2**20, 1),
         "memory_bandwidth_gb_s": None if bandwidth is None else round(bandwidth, 1),
         "decode_bound_tok_s": None if bandwidth is None else round(bandwidth * 1e9 / per_token, 1),

@@ -1,0 +1,97 @@
+"""Cross-checks against ``transformers``' ``GptOssForCausalLM`` (an optional dependency).
+
+:func:`to_transformers` builds the Hugging Face model with a Mind 4 model's exact
+weights (the layout mapping of REFERENCE.md), so both can be compared logit for
+logit or timed on the same work (``bench_decode.py --transformers``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def to_transformers(model):
+    """``transformers``' ``GptOssForCausalLM`` holding ``model``'s exact weights, in float32.
+
+    ``model`` is a :class:`mind4_torch.model.Transformer` (or a runtime holding one)."""
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    model = getattr(model, "model", model)
+    cfg = model.config
+    layer_types = [
+        "sliding_attention" if cfg.window_of_layer(n) else "full_attention"
+        for n in range(cfg.num_hidden_layers)
+    ]
+    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
+    if cfg.rope_scaling_factor > 1:
+        rope = {
+            "rope_type": "yarn",
+            "rope_theta": cfg.rope_theta,
+            "factor": cfg.rope_scaling_factor,
+            "beta_fast": cfg.rope_ntk_beta,
+            "beta_slow": cfg.rope_ntk_alpha,
+            "original_max_position_embeddings": cfg.initial_context_length,
+            "truncate": False,
+        }
+    hf_config = GptOssConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_hidden_layers,
+        num_attention_heads=cfg.num_attention_heads,
+        num_key_value_heads=cfg.num_key_value_heads,
+        head_dim=cfg.head_dim,
+        intermediate_size=cfg.intermediate_size,
+        num_local_experts=cfg.num_experts,
+        num_experts_per_tok=cfg.experts_per_token,
+        sliding_window=cfg.sliding_window or None,
+        layer_types=layer_types,
+        max_position_embeddings=cfg.max_context_length,
+        rope_parameters=rope,  # transformers >= 5 (its default is YaRN x32)
+        rope_theta=cfg.rope_theta,
+        rope_scaling=None if rope["rope_type"] == "default" else rope,
+        swiglu_limit=cfg.swiglu_limit,
+        rms_norm_eps=cfg.rms_norm_eps,
+    )
+    got = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None)
+    if got is not None and dict(got).get("rope_type", "default") != rope["rope_type"]:
+        raise RuntimeError(f"transformers ignored the RoPE settings: {got}")
+    hf_model = GptOssForCausalLM(hf_config).eval().float()
+    w = {k: torch.from_numpy(v) for k, v in model.to_checkpoint_tensors().items()}
+    Hq, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    hf = {
+        "model.embed_tokens.weight": w["embedding.weight"],
+        "lm_head.weight": w["unembedding.weight"],
+        "model.norm.weight": w["norm.scale"],
+    }
+    for n in range(cfg.num_hidden_layers):
+        a, m, p = f"block.{n}.attn.", f"block.{n}.mlp.", f"model.layers.{n}."
+        for part, (lo, hi) in {
+            "q": (0, Hq * D),
+            "k": (Hq * D, (Hq + Hkv) * D),
+            "v": ((Hq + Hkv) * D, (Hq + 2 * Hkv) * D),
+        }.items():
+            hf[f"{p}self_attn.{part}_proj.weight"] = w[a + "qkv.weight"][lo:hi]
+            hf[f"{p}self_attn.{part}_proj.bias"] = w[a + "qkv.bias"][lo:hi]
+        hf[p + "self_attn.o_proj.weight"], hf[p + "self_attn.o_proj.bias"] = (
+            w[a + "out.weight"],
+            w[a + "out.bias"],
+        )
+        hf[p + "self_attn.sinks"] = w[a + "sinks"]
+        hf[p + "input_layernorm.weight"], hf[p + "post_attention_layernorm.weight"] = (
+            w[a + "norm.scale"],
+            w[m + "norm.scale"],
+        )
+        hf[p + "mlp.router.weight"], hf[p + "mlp.router.bias"] = (
+            w[m + "gate.weight"],
+            w[m + "gate.bias"],
+        )
+        hf[p + "mlp.experts.gate_up_proj"] = w[m + "mlp1_weight"].transpose(1, 2)
+        hf[p + "mlp.experts.gate_up_proj_bias"] = w[m + "mlp1_bias"]
+        hf[p + "mlp.experts.down_proj"] = w[m + "mlp2_weight"].transpose(1, 2)
+        hf[p + "mlp.experts.down_proj_bias"] = w[m + "mlp2_bias"]
+    missing, unexpected = hf_model.load_state_dict(
+        {k: v.contiguous() for k, v in hf.items()}, strict=False
+    )
+    if missing or unexpected:
+        raise RuntimeError(f"weight mapping incomplete: missing {missing}, unexpected {unexpected}")
+    return hf_model
