@@ -35,6 +35,19 @@ def _threads() -> int:
     return n
 
 
+def _placement() -> int:
+    """MIND4_METAL_WEIGHTS: auto (default), mapped (zero copy) or copied (huge pages)."""
+    value = os.environ.get("MIND4_METAL_WEIGHTS", "auto")
+    choices = {
+        "auto": lib.MIND4_WEIGHTS_AUTO,
+        "mapped": lib.MIND4_WEIGHTS_MAPPED,
+        "copied": lib.MIND4_WEIGHTS_COPIED,
+    }
+    if value not in choices:
+        raise ConfigError(f"MIND4_METAL_WEIGHTS={value!r}: expected one of {', '.join(choices)}")
+    return choices[value]
+
+
 def _image_from_checkpoint(checkpoint) -> bytes:
     """A canonical safetensors image of any checkpoint the core opened (for
     layouts metal_native does not read itself, e.g. Hugging Face)."""
@@ -76,6 +89,7 @@ class MetalModel:
         check(lib.mind4_model_options_init(options), "mind4_model_options_init")
         options.num_threads = _threads() if num_threads is None else num_threads
         options.weight_dtype = lib.MIND4_DTYPE_BF16 if dtype == "bfloat16" else lib.MIND4_DTYPE_AUTO
+        options.weights_placement = _placement()
         # the core's config (possibly overridden) is authoritative, not the file's
         config_json = json.dumps(model_config.to_dict()).encode()
         options.config_json = ffi.from_buffer(config_json)
