@@ -46,6 +46,10 @@ def test_model_on_device(tmp_path, monkeypatch, device, dtype, storage):
     cache = rt.new_cache(3, 16)  # incremental decode
     steps = [rt.to_numpy(rt.forward(toks[:, t : t + 1], cache, t)) for t in range(10)]
     assert rel_err(np.stack(steps, 1), ref) < TOL[dtype]
+    single = rt.new_cache(1, 16)  # batch 1: the decode fast path
+    steps = [rt.to_numpy(rt.forward(toks[:1, t : t + 1], single, t)) for t in range(10)]
+    assert rt.model._decode_step is not None
+    assert rel_err(np.stack(steps, 1), ref[:1]) < TOL[dtype]
     offsets = np.array([2, 5, 9])  # rewind rows to different offsets, re-decode one token each
     out = rt.to_numpy(rt.forward(toks[np.arange(3), offsets][:, None], cache, offsets))
     assert rel_err(out, ref[np.arange(3), offsets]) < TOL[dtype]
