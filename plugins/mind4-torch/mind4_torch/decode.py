@@ -96,7 +96,7 @@ class DecodeStep:
         x = model.embedding.weight[token.view(1)]  # (1, H)
 
         rows = cache.rows()  # per layer: keys, values of row 0, (max_tokens, Hkv, D) each
-        for layer, (keys, values) in zip(self.layers, rows, strict=True):
+        for layer, (key_cache, value_cache) in zip(self.layers, rows, strict=True):
             n1, wqkv, bqkv, sinks, wout, bout, window, sm_scale, n2, wg, bg, mlp = layer
             # attention
             qkv = F.linear(self.rms_norm(x, n1), wqkv, bqkv).view(Hq + 2 * Hkv, D)
@@ -104,13 +104,11 @@ class DecodeStep:
             qk32 = float32(qk)
             qk = cast(torch.addcmul(qk32 * cos, qk32.roll(D // 2, -1), sin), qk.dtype)  # RoPE
             q, k_new = qk.split_with_sizes([Hq, Hkv])  # (Hq, D), (Hkv, D)
-            keys[pos].copy_(k_new)
-            values[pos].copy_(v)
-            start = max(0, pos - window + 1) if window else 0
-            keys, values = (
-                float32(keys[start : pos + 1]),
-                float32(values[start : pos + 1]),
-            )  # (S, Hkv, D)
+            key_cache[pos].copy_(k_new)
+            value_cache[pos].copy_(v)
+            start = max(0, pos - window + 1) if window else 0  # the visible keys: no mask needed
+            keys = float32(key_cache[start : pos + 1])  # (S, Hkv, D)
+            values = float32(value_cache[start : pos + 1])  # (S, Hkv, D)
             scores = torch.matmul(float32(q).view(Hkv, G, D), keys.permute(1, 2, 0))  # (Hkv, G, S)
             scores.mul_(sm_scale)
             scores = torch.cat([scores, sinks.view(Hkv, G, 1)], dim=-1)  # the sink column
