@@ -37,14 +37,19 @@ LENGTH = 20  # tokens per test sequence: several sliding windows long
 
 def routing_gaps(weights, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Oracle logits of ``tokens (T,)`` and, per position, the smallest gap (over layers)
-    between the k-th and (k+1)-th router logit: how clear the expert choice is."""
+    between the k-th and (k+1)-th router logit, relative to the root mean square of that
+    position's router logits: how clear the expert choice is, on the scale at which a
+    backend's relative error perturbs it."""
     trace: dict = {}
     logits = oracle.forward(weights, SPEC_CONFIG, tokens[None], trace)[0]  # (T, V)
     k = SPEC_CONFIG.experts_per_token
     gaps = []
     for router_logits in trace["router_logits"]:  # (1, T, E) per layer
         ordered = -np.sort(-router_logits[0], axis=-1)
-        gaps.append(ordered[..., k - 1] - ordered[..., k] if k < ordered.shape[-1] else np.inf)
+        scale = np.sqrt(np.mean(ordered**2, axis=-1)) + 1e-12  # (T,)
+        gaps.append(
+            (ordered[..., k - 1] - ordered[..., k]) / scale if k < ordered.shape[-1] else np.inf
+        )
     return logits, np.min(np.broadcast_arrays(*gaps), axis=0)
 
 
@@ -58,7 +63,7 @@ def robust_tokens(
     out[:, : len(prefix)] = prefix
     for row in range(rows):
         for t in range(len(prefix), length):
-            for _ in range(20):
+            for _ in range(50):
                 out[row, t] = rng.integers(SPEC_CONFIG.vocab_size)
                 _, gaps = routing_gaps(weights, out[row, : t + 1])
                 if gaps[t] >= gap:
@@ -68,6 +73,18 @@ def robust_tokens(
 
 def router_gap(tolerance: float) -> float:
     return 4 * tolerance
+
+
+def clear_length(weights, tokens: np.ndarray, gap: float) -> int:
+    """How many leading positions of every row of ``tokens (B, T)`` have clear routing
+    (gap >= ``gap`` in the oracle). After the first unclear choice a backend in reduced
+    precision may legitimately pick another expert, and everything later differs."""
+    length = tokens.shape[1]
+    for row in tokens:
+        _, gaps = routing_gaps(weights, row)
+        unclear = np.nonzero(gaps < gap)[0]
+        length = min(length, int(unclear[0]) if len(unclear) else len(row))
+    return length
 
 
 def greedy_steps_checked(weights, prompt, generated, tolerance: float, what: str) -> int:
@@ -136,7 +153,11 @@ def test_logits_match_oracle(load_model, spec_models, dtype, tolerance, rng, kin
     logits = load_model(ckpt.path, dtype).logits(tokens)
     assert logits.dtype == np.float32, f"Model.logits returned {logits.dtype}"
     ref = oracle.forward(ckpt.weights, SPEC_CONFIG, tokens)
-    assert_close(logits, ref, tolerance, f"logits [{kind} checkpoint, {dtype}]")
+    clear = clear_length(ckpt.weights, tokens, router_gap(tolerance))
+    assert clear >= 1, "could not draw a first token with clear routing"
+    assert_close(
+        logits[:, :clear], ref[:, :clear], tolerance, f"logits [{kind} checkpoint, {dtype}]"
+    )
 
 
 def test_decode_equals_full_recompute(load_model, spec_models, dtype, tolerance, rng):

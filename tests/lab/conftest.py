@@ -46,8 +46,13 @@ def torch_model(lab_checkpoint):
     return load(lab_checkpoint, backend="torch", device="cpu", dtype="float32")
 
 
-def assert_png(path: str | Path, min_width: int = 300, min_height: int = 200) -> np.ndarray:
-    """Open the image, check its size and that it is not blank; return its pixels."""
+def assert_png(
+    path: str | Path, min_width: int = 300, min_height: int = 200, *, lines: bool = False
+) -> np.ndarray:
+    """Open the image, check its size and that it is not blank; return its pixels.
+
+    ``lines``: a line chart, whose middle may legitimately be empty (the data can
+    run along an edge): check instead that coloured (non-grey) line pixels exist."""
     from PIL import Image
 
     path = Path(path)
@@ -60,6 +65,10 @@ def assert_png(path: str | Path, min_width: int = 300, min_height: int = 200) ->
     assert pixels.std() > 10, f"{path} is (nearly) one colour"
     colours = np.unique(pixels.reshape(-1, 3), axis=0)
     assert len(colours) > 30, f"{path} has only {len(colours)} colours"
+    if lines:
+        spread = pixels.max(axis=-1).astype(int) - pixels.min(axis=-1)
+        assert (spread > 60).sum() > 200, f"{path}: no coloured line drawn"
+        return pixels
     # something is drawn away from the edges too (not just a frame)
     h, w = pixels.shape[:2]
     centre = pixels[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4]

@@ -245,7 +245,7 @@ def test_bench_compare_table_and_plot(torch_model, lab_checkpoint, tmp_path):
     assert [r["backend"] for r in rows] == ["torch", "nosuch"]
     assert {"decode_tok_s@4", "decode_tok_s@16", "decode_tok_s@40"} <= set(rows[0])
     assert "unknown backend 'nosuch'" in rows[1]["error"]
-    assert_png(png, 500, 350)
+    assert_png(png, 500, 350, lines=True)
     table = invoke(
         "bench", "--compare", "torch", "-c", str(lab_checkpoint), "-d", "cpu",
         "--prompt-tokens", "8", "--decode-tokens", "2", "--contexts", "24",
