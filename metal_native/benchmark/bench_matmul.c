@@ -17,9 +17,9 @@ int main(int argc, char** argv) {
     bool stream = arg_int(argc, argv, "--stream", 0) != 0; /* non-temporal prefetch in the GEMVs */
     m4_pool* pool = NULL;
     if (m4_pool_create((uint32_t)threads, &pool) != MIND4_SUCCESS) return 1;
-    float* wf = (float*)m4_alloc(N * K * 4 * copies);
-    uint16_t* wb = (uint16_t*)m4_alloc(N * K * 2 * copies);
-    uint8_t* blocks = (uint8_t*)m4_alloc(N * K / 2 * copies);
+    float* wf = (float*)m4_alloc_huge(N * K * 4 * copies);
+    uint16_t* wb = (uint16_t*)m4_alloc_huge(N * K * 2 * copies);
+    uint8_t* blocks = (uint8_t*)m4_alloc_huge(N * K / 2 * copies);
     uint8_t* scales = (uint8_t*)m4_alloc(N * K / 32 * copies);
     m4_fill_uniform(wf, N * K * copies, 1, -0.05f, 0.05f);
     m4_f32_to_bf16_array(wf, N * K * copies, wb);

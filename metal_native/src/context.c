@@ -92,7 +92,43 @@ mind4_status mind4_context_create(mind4_model* model, size_t max_tokens, mind4_c
 
 /* ------------------------------------------------------------ forward */
 
-/* x[t] += w * y[row] for the MoE combine; y rows ordered by expert. */
+/* x[t] += sum over slots of weight * y[row]; y rows ordered by expert. */
+static void combine(mind4_context* ctx, size_t rows, size_t k, size_t H) {
+    for (size_t row = 0; row < rows; row++) {
+        uint32_t pair = ctx->pair_order[row];
+        float w = ctx->gate_weights[pair];
+        float* xt = ctx->x + (pair / k) * H;
+        const float* y = ctx->moe_y + row * H;
+        for (size_t i = 0; i < H; i++) xt[i] += w * y[i];
+    }
+}
+
+/* Decode MoE with k a multiple of the thread count: thread i runs experts
+ * rows i, i + n, ... end to end (mlp1 -> SwiGLU -> mlp2), each a long
+ * sequential read, with no barrier between the two matmuls. */
+typedef struct moe_decode_task {
+    mind4_context* ctx;
+    const m4_layer* Lw;
+} moe_decode_task;
+
+static void moe_decode_worker(void* arg, size_t index, size_t count) {
+    moe_decode_task* task = (moe_decode_task*)arg;
+    mind4_context* ctx = task->ctx;
+    const m4_layer* Lw = task->Lw;
+    const mind4_model_config* c = &ctx->model->config;
+    size_t H = c->hidden_size, I = c->intermediate_size, k = c->experts_per_token;
+    float* scratch = ctx->scratch + index * ctx->scratch_per_thread;
+    for (size_t row = index; row < k; row += count) {
+        size_t e = ctx->gate_indices[ctx->pair_order[row]];
+        m4_matrix w1 = m4_matrix_rows(&Lw->mlp1, e * 2 * I, 2 * I), w2 = m4_matrix_rows(&Lw->mlp2, e * H, H);
+        m4_matmul_job j1 = {&w1, Lw->mlp1_bias + e * 2 * I, ctx->moe_x + row * H, H, ctx->moe_h + row * 2 * I, 2 * I, 1};
+        m4_matmul_rows(&j1, 0, 2 * I, scratch);
+        m4_swiglu(ctx->moe_h + row * 2 * I, 1, I, (float)c->swiglu_limit, ctx->moe_a + row * I);
+        m4_matmul_job j2 = {&w2, Lw->mlp2_bias + e * H, ctx->moe_a + row * I, I, ctx->moe_y + row * H, H, 1};
+        m4_matmul_rows(&j2, 0, H, scratch);
+    }
+}
+
 static void moe(mind4_context* ctx, const m4_layer* Lw, size_t T) {
     const mind4_model* m = ctx->model;
     const mind4_model_config* c = &m->config;
@@ -112,6 +148,13 @@ static void moe(mind4_context* ctx, const m4_layer* Lw, size_t T) {
     }
     for (size_t row = 0; row < T * k; row++) {
         memcpy(ctx->moe_x + row * H, ctx->xn + (ctx->pair_order[row] / k) * H, H * sizeof(float));
+    }
+    size_t threads = m4_pool_size(pool);
+    if (T == 1 && k % threads == 0) { /* decode: whole experts per thread, no barrier inside */
+        moe_decode_task task = {ctx, Lw};
+        m4_pool_run(pool, moe_decode_worker, &task);
+        combine(ctx, T * k, k, H);
+        return;
     }
     /* mlp1 for every active expert in one dispatch: [n_e, H] -> [n_e, 2I]
      * (at most 64 jobs per dispatch: their matrix views live on the stack) */
@@ -165,14 +208,7 @@ static void moe(mind4_context* ctx, const m4_layer* Lw, size_t T) {
         begin = end;
     }
     if (jobs) m4_matmul_batch(pool, ctx->jobs, jobs, ctx->scratch, ctx->scratch_per_thread);
-    /* combine: x[t] += sum_slot weight * y */
-    for (size_t row = 0; row < T * k; row++) {
-        uint32_t pair = ctx->pair_order[row];
-        float w = ctx->gate_weights[pair];
-        float* xt = ctx->x + (pair / k) * H;
-        const float* y = ctx->moe_y + row * H;
-        for (size_t i = 0; i < H; i++) xt[i] += w * y[i];
-    }
+    combine(ctx, T * k, k, H);
 }
 
 static void attention(mind4_context* ctx, const m4_layer* Lw, size_t layer, size_t p0, size_t T) {
