@@ -211,25 +211,14 @@ static void moe(mind4_context* ctx, const m4_layer* Lw, size_t T) {
     combine(ctx, T * k, k, H);
 }
 
-static void attention(mind4_context* ctx, const m4_layer* Lw, size_t layer, size_t p0, size_t T) {
-    const mind4_model* m = ctx->model;
-    const mind4_model_config* c = &m->config;
-    size_t H = c->hidden_size, D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
-    size_t QKV = (nq + 2 * nkv) * D, KV = nkv * D;
-    m4_matmul(m->pool, &Lw->qkv, Lw->qkv_bias, ctx->xn, T, ctx->qkv, ctx->scratch, ctx->scratch_per_thread);
-    /* RoPE on q heads and k heads (contiguous in each row: q then k) */
-    m4_rope_apply(ctx->qkv, T, QKV, nq + nkv, D, ctx->rope_cos, ctx->rope_sin);
-    float* kc = ctx->k_cache + layer * ctx->max_tokens * KV;
-    float* vc = ctx->v_cache + layer * ctx->max_tokens * KV;
-    for (size_t t = 0; t < T; t++) {
-        memcpy(kc + (p0 + t) * KV, ctx->qkv + t * QKV + nq * D, KV * sizeof(float));
-        memcpy(vc + (p0 + t) * KV, ctx->qkv + t * QKV + (nq + nkv) * D, KV * sizeof(float));
-    }
+static m4_sdpa_args sdpa_args(mind4_context* ctx, const m4_layer* Lw, size_t layer, size_t p0, size_t T) {
+    const mind4_model_config* c = &ctx->model->config;
+    size_t D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads, KV = nkv * D;
     m4_sdpa_args a;
     a.q = ctx->qkv;
-    a.q_stride = QKV;
-    a.k = kc;
-    a.v = vc;
+    a.q_stride = (nq + 2 * nkv) * D;
+    a.k = ctx->k_cache + layer * ctx->max_tokens * KV;
+    a.v = ctx->v_cache + layer * ctx->max_tokens * KV;
     a.sinks = Lw->sinks;
     a.out = ctx->attn;
     a.T = T;
@@ -241,7 +230,65 @@ static void attention(mind4_context* ctx, const m4_layer* Lw, size_t layer, size
     a.sm_scale = (float)(1.0 / sqrt((double)D));
     a.scratch = ctx->scratch;
     a.scratch_floats_per_thread = ctx->scratch_per_thread;
-    m4_sdpa(m->pool, &a);
+    return a;
+}
+
+/* Decode attention with the KV groups split across threads: thread i
+ * computes q, k, v of its groups (three row ranges of the qkv matrix), ropes
+ * them, writes its cache slices and attends, without a barrier in between. */
+typedef struct attention_decode_task {
+    mind4_context* ctx;
+    const m4_layer* Lw;
+    m4_sdpa_args a;
+    float *k_cache, *v_cache; /* this layer's caches [max_tokens, Hkv D] */
+} attention_decode_task;
+
+static void attention_decode_worker(void* arg, size_t index, size_t count) {
+    attention_decode_task* task = (attention_decode_task*)arg;
+    mind4_context* ctx = task->ctx;
+    const m4_layer* Lw = task->Lw;
+    const mind4_model_config* c = &ctx->model->config;
+    size_t H = c->hidden_size, D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
+    size_t group = nq / nkv, QKV = (nq + 2 * nkv) * D, KV = nkv * D, p0 = task->a.offset;
+    float* scratch = ctx->scratch + index * ctx->scratch_per_thread;
+    for (size_t g = index; g < nkv; g += count) {
+        size_t first[3] = {g * group * D, nq * D + g * D, (nq + nkv) * D + g * D}; /* q, k, v rows */
+        size_t rows[3] = {group * D, D, D};
+        for (int part = 0; part < 3; part++) {
+            m4_matrix w = m4_matrix_rows(&Lw->qkv, first[part], rows[part]);
+            m4_matmul_job job = {&w, Lw->qkv_bias + first[part], ctx->xn, H, ctx->qkv + first[part], QKV, 1};
+            m4_matmul_rows(&job, 0, rows[part], scratch);
+        }
+        m4_rope_apply(ctx->qkv + first[0], 1, QKV, group, D, ctx->rope_cos, ctx->rope_sin);
+        m4_rope_apply(ctx->qkv + first[1], 1, QKV, 1, D, ctx->rope_cos, ctx->rope_sin);
+        memcpy(task->k_cache + p0 * KV + g * D, ctx->qkv + first[1], D * sizeof(float));
+        memcpy(task->v_cache + p0 * KV + g * D, ctx->qkv + first[2], D * sizeof(float));
+        m4_sdpa_decode_group(&task->a, g, scratch);
+    }
+}
+
+static void attention(mind4_context* ctx, const m4_layer* Lw, size_t layer, size_t p0, size_t T) {
+    const mind4_model* m = ctx->model;
+    const mind4_model_config* c = &m->config;
+    size_t H = c->hidden_size, D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
+    size_t QKV = (nq + 2 * nkv) * D, KV = nkv * D;
+    m4_sdpa_args a = sdpa_args(ctx, Lw, layer, p0, T);
+    if (T == 1 && nkv % m4_pool_size(m->pool) == 0) {
+        attention_decode_task task = {ctx, Lw, a, ctx->k_cache + layer * ctx->max_tokens * KV,
+                                      ctx->v_cache + layer * ctx->max_tokens * KV};
+        m4_pool_run(m->pool, attention_decode_worker, &task);
+    } else {
+        m4_matmul(m->pool, &Lw->qkv, Lw->qkv_bias, ctx->xn, T, ctx->qkv, ctx->scratch, ctx->scratch_per_thread);
+        /* RoPE on q heads and k heads (contiguous in each row: q then k) */
+        m4_rope_apply(ctx->qkv, T, QKV, nq + nkv, D, ctx->rope_cos, ctx->rope_sin);
+        float* kc = ctx->k_cache + layer * ctx->max_tokens * KV;
+        float* vc = ctx->v_cache + layer * ctx->max_tokens * KV;
+        for (size_t t = 0; t < T; t++) {
+            memcpy(kc + (p0 + t) * KV, ctx->qkv + t * QKV + nq * D, KV * sizeof(float));
+            memcpy(vc + (p0 + t) * KV, ctx->qkv + t * QKV + (nq + nkv) * D, KV * sizeof(float));
+        }
+        m4_sdpa(m->pool, &a);
+    }
     m4_matmul(m->pool, &Lw->out, Lw->out_bias, ctx->attn, T, ctx->tmp, ctx->scratch, ctx->scratch_per_thread);
     for (size_t i = 0; i < T * H; i++) ctx->x[i] += ctx->tmp[i];
 }

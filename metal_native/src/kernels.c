@@ -418,6 +418,14 @@ static void sdpa_worker(void* arg, size_t index, size_t count) {
     }
 }
 
+void m4_sdpa_decode_group(const m4_sdpa_args* a, size_t g, float* scratch) {
+    size_t group = a->Hq / a->Hkv;
+    for (size_t c = 0; c * SDPA_BQ < group; c++) {
+        sdpa_rows rows = {g * group + c * SDPA_BQ, 0, M4_MIN((size_t)SDPA_BQ, group - c * SDPA_BQ), true};
+        sdpa_block(a, rows, scratch);
+    }
+}
+
 void m4_sdpa(m4_pool* pool, const m4_sdpa_args* args) {
     sdpa_task task;
     task.a = args;

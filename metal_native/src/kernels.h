@@ -127,6 +127,8 @@ typedef struct m4_sdpa_args {
     size_t scratch_floats_per_thread;
 } m4_sdpa_args;
 void m4_sdpa(m4_pool* pool, const m4_sdpa_args* args);
+/* Single-thread decode attention (T == 1): every query head of KV group g. */
+void m4_sdpa_decode_group(const m4_sdpa_args* args, size_t g, float* scratch);
 /* per-thread scratch of m4_sdpa (flash-style blocks: independent of the keys) */
 size_t m4_sdpa_scratch_floats(size_t head_dim);
 
