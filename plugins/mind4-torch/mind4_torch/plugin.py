@@ -88,6 +88,8 @@ def mind4_samplers():
 
 @hookimpl
 def mind4_backends():
+    from .parallel_plugin import TP_BACKEND  # tensor parallelism under torchrun (imports no torch)
+
     return [
         BackendRecord(
             name="torch",
@@ -101,7 +103,8 @@ def mind4_backends():
             tolerances={"float32": 1e-5, "bfloat16": 3e-2, "float16": 5e-3},
             availability="mind4_torch.plugin:availability",
             description="the reference PyTorch backend: KV cache, batching, CPU/CUDA/MPS, training",
-        )
+        ),
+        TP_BACKEND,
     ]
 
 

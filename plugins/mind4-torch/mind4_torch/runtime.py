@@ -279,7 +279,14 @@ def _component(kind: str, value: Any, device: torch.device, dtype: torch.dtype, 
 def factory(
     *, checkpoint, config: Config | None = None, components: Mapping[str, Any] | None = None
 ) -> TorchRuntime:
-    """The torch backend's factory (``BackendRecord.factory``)."""
+    """The torch backend's factory (``BackendRecord.factory``).
+
+    Under ``torchrun`` with several processes (``WORLD_SIZE > 1``) it hands over to
+    tensor parallelism (:func:`mind4_torch.parallel.factory`, the ``torch-tp`` backend)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from .parallel import factory as tensor_parallel
+
+        return tensor_parallel(checkpoint=checkpoint, config=config, components=components)
     runtime_config = getattr(config, "runtime", None)
     device = resolve_device(getattr(runtime_config, "device", "auto"))
     dtype = resolve_dtype(getattr(runtime_config, "dtype", None), device)
@@ -297,3 +304,12 @@ def factory(
         checkpoint, device=device, dtype=dtype, config=model_config, attention=attention, moe=moe
     )
     return TorchRuntime(model, device=device, dtype=dtype)
+
+
+def _resolve_device_name(name: str = "auto") -> str:
+    """What ``device="auto"`` (or a name) means here, as a string; the engine asks this
+    before it creates the components, so they land on the backend's device."""
+    return str(resolve_device(name))
+
+
+factory.resolve_device = _resolve_device_name

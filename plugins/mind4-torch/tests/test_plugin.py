@@ -36,7 +36,7 @@ def test_plugin_module_does_not_import_torch():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
-    assert out.stdout.split() == ["False", "5"]
+    assert out.stdout.split() == ["False", "6"]  # torch + torch-tp backends, 3 components, train
 
 
 def test_records_and_their_factories_resolve():
@@ -52,7 +52,8 @@ def test_records_and_their_factories_resolve():
         assert record.dtypes == {"float32", "bfloat16", "float16"}
         component = record.create(device="cpu", dtype="float32")
         assert isinstance(component, protocol)
-    (backend,) = plugin.mind4_backends()
+    backend, tp = plugin.mind4_backends()
+    assert backend.name == "torch" and tp.name == "torch-tp"
     assert isinstance(backend, BackendRecord)
     assert backend.components == {"attention": "torch", "moe_routing": "torch", "sampler": "torch"}
     assert set(backend.tolerances) == {"float32", "bfloat16", "float16"}
@@ -96,6 +97,13 @@ def test_backend_through_the_core_manager(tmp_path):
         token = sampler.sample(logits, SamplingParams(temperature=0.0), sampler.generator(0))
         assert token.dtype == np.int64 and token.shape == (1,)
         assert rt.to_numpy(logits).shape == (1, cfg.vocab_size)
+
+
+def test_factory_tells_the_engine_its_auto_device():
+    from mind4_torch.runtime import factory, resolve_device
+
+    assert factory.resolve_device("auto") == str(resolve_device("auto"))
+    assert factory.resolve_device("cpu") == "cpu"
 
 
 def test_bad_runtime_choices(tmp_path):
