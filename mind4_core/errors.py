@@ -37,5 +37,9 @@ class SamplingError(Mind4Error):
     """Invalid sampling parameters (temperature < 0, top_p outside (0, 1], ...)."""
 
 
+class InputError(Mind4Error, ValueError):
+    """An array handed to a component or runtime has the wrong shape, dtype or values."""
+
+
 class TokenizerError(Mind4Error):
     """A tokenizer cannot be found, loaded, trained or used as asked."""

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from mind4_core.errors import ContextOverflowError, Mind4Error
+from mind4_core.errors import ContextOverflowError, InputError
 
 __all__ = ["ContextOverflowError", "InputError"]
-
-
-class InputError(Mind4Error, ValueError):
-    """An array handed to the backend has the wrong shape, dtype or values."""

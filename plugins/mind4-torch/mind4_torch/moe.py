@@ -17,28 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mind4_core.mxfp4 import FP4_VALUES
+
 from .errors import InputError
 from .util import float32
-
-#: FP4 E2M1 code -> value (low nibble = even element); see REFERENCE.md
-FP4_VALUES = (
-    0.0,
-    0.5,
-    1.0,
-    1.5,
-    2.0,
-    3.0,
-    4.0,
-    6.0,
-    -0.0,
-    -0.5,
-    -1.0,
-    -1.5,
-    -2.0,
-    -3.0,
-    -4.0,
-    -6.0,
-)
 
 
 def route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +164,7 @@ def dequantize_mxfp4(
     blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype
 ) -> torch.Tensor:
     """``blocks uint8 (..., rows, G, 16)``, ``scales uint8 (..., rows, G)`` -> ``(..., rows, 32 G)``."""
-    lut = torch.tensor(FP4_VALUES, dtype=torch.float32, device=blocks.device)
+    lut = torch.from_numpy(FP4_VALUES).to(blocks.device)  # FP4 E2M1 code -> value
     codes = torch.stack((blocks & 0x0F, blocks >> 4), dim=-1)  # (..., rows, G, 16, 2): even, odd
     values = lut[codes.long()].flatten(-2)  # (..., rows, G, 32)
     exponent = scales.to(torch.int32) - 127  # (..., rows, G)
