@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from mind4_core.cli import cli
@@ -78,3 +79,39 @@ def test_message_too_long_for_the_context_is_refused_and_chat_goes_on(
     assert result.exit_code == 0, result.output
     assert "(not sent:" in result.output
     assert [m["content"] for m in json.loads(saved.read_text())["messages"]][1] == "short"
+
+
+def test_chat_as_a_subprocess_with_the_default_model(tmp_path):
+    """A user's session: the real CLI process, the torch backend, the shipped model."""
+    import subprocess
+    import sys
+
+    pytest.importorskip(
+        "mind4_torch", reason="needs the torch backend (pip install plugins/mind4-torch)"
+    )
+    saved = tmp_path / "conv.json"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mind4_core.cli",
+            "chat",
+            "-b",
+            "torch",
+            "-d",
+            "cpu",
+            "-t",
+            "0",
+            "-n",
+            "12",
+        ],
+        input=f"What is a list?\n/save {saved}\n/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("mind4> ") == 1 and "Traceback" not in out.stderr
+    messages = json.loads(saved.read_text())["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert messages[2]["content"].strip(), "the default model answered nothing"
