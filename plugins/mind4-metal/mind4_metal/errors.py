@@ -9,6 +9,13 @@ from mind4_core.errors import (
     SamplingError,
 )
 
+try:  # the core's shared class for bad arrays/values handed to a runtime
+    from mind4_core.errors import InputError
+except ImportError:  # pragma: no cover - an older core
+
+    class InputError(Mind4Error, ValueError):
+        pass
+
 
 class MetalError(Mind4Error):
     """A failure reported by metal_native (the message carries its status and sentence)."""
@@ -28,7 +35,7 @@ class MetalSamplingError(MetalError, SamplingError):
     """Invalid sampling parameters, or logits that cannot be sampled (NaN)."""
 
 
-class MetalInputError(MetalError):
+class MetalInputError(MetalError, InputError):
     """An invalid argument (a token id outside the vocabulary, a wrong offset, ...)."""
 
 
