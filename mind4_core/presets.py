@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import numpy as np
 
 from .checkpoint import BF16, Expected, expected_tensors, to_bf16_bits, write_checkpoint
@@ -19,6 +20,27 @@ from .config import ModelConfig
 from .errors import ConfigError
 from .mxfp4 import BLOCK
 from .safetensors_io import TensorSpec
+
+#: gpt-oss-20b as released; gpt-oss-120b differs only in depth and expert count
+_GPT_OSS_20B = ModelConfig(
+    hidden_size=2880,
+    num_hidden_layers=24,
+    num_attention_heads=64,
+    num_key_value_heads=8,
+    head_dim=64,
+    intermediate_size=2880,
+    vocab_size=201088,
+    num_experts=32,
+    experts_per_token=4,
+    initial_context_length=4096,
+    max_context_length=131072,
+    sliding_window=128,
+    rope_theta=150000.0,
+    rope_scaling_factor=32.0,
+    rope_ntk_alpha=1.0,
+    rope_ntk_beta=32.0,
+    swiglu_limit=7.0,
+)
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
@@ -53,44 +75,8 @@ PRESETS: dict[str, ModelConfig] = {
         rope_theta=150000.0,
         rope_scaling_factor=1.0,
     ),
-    "gpt-oss-20b": ModelConfig(
-        hidden_size=2880,
-        num_hidden_layers=24,
-        num_attention_heads=64,
-        num_key_value_heads=8,
-        head_dim=64,
-        intermediate_size=2880,
-        vocab_size=201088,
-        num_experts=32,
-        experts_per_token=4,
-        initial_context_length=4096,
-        max_context_length=131072,
-        sliding_window=128,
-        rope_theta=150000.0,
-        rope_scaling_factor=32.0,
-        rope_ntk_alpha=1.0,
-        rope_ntk_beta=32.0,
-        swiglu_limit=7.0,
-    ),
-    "gpt-oss-120b": ModelConfig(
-        hidden_size=2880,
-        num_hidden_layers=36,
-        num_attention_heads=64,
-        num_key_value_heads=8,
-        head_dim=64,
-        intermediate_size=2880,
-        vocab_size=201088,
-        num_experts=128,
-        experts_per_token=4,
-        initial_context_length=4096,
-        max_context_length=131072,
-        sliding_window=128,
-        rope_theta=150000.0,
-        rope_scaling_factor=32.0,
-        rope_ntk_alpha=1.0,
-        rope_ntk_beta=32.0,
-        swiglu_limit=7.0,
-    ),
+    "gpt-oss-20b": _GPT_OSS_20B,
+    "gpt-oss-120b": attrs.evolve(_GPT_OSS_20B, num_hidden_layers=36, num_experts=128),
 }
 
 #: the encoding each preset's vocabulary is sized for
