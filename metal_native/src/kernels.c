@@ -195,9 +195,11 @@ void m4_mxfp4_encode(const float* x, size_t rows, size_t cols, uint8_t* blocks, 
             for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(g[j]));
             int e = -127;
             if (amax > 0.0f) {
-                /* smallest e with amax / 2^e <= 6 (numpy: ceil(log2(amax / 6))) */
-                double ratio = (double)fmaxf(amax, 1e-38f) / 6.0;
-                e = (int)ceil(log2(ratio));
+                /* smallest e with amax / 2^e <= 6, exactly: amax/6 = m * 2^p with m in [0.5, 1),
+                   so e = p - 1 when m == 0.5 (a power of two) and p otherwise (as mind4_core.mxfp4) */
+                int p;
+                double m = frexp((double)amax / 6.0, &p);
+                e = m == 0.5 ? p - 1 : p;
                 if (e < -127) e = -127;
                 if (e > 127) e = 127;
             }
@@ -211,7 +213,9 @@ void m4_mxfp4_encode(const float* x, size_t rows, size_t cols, uint8_t* blocks, 
                 float best_d = fabsf(mag - m4_fp4_values[0]);
                 for (int c = 1; c < 8; c++) {
                     float d = fabsf(mag - m4_fp4_values[c]);
-                    if (d < best_d) { /* first minimum wins, as numpy argmin */
+                    /* nearest value; a tie (between adjacent codes) goes to the even code,
+                       the rule of mind4_core.mxfp4 and the oracle */
+                    if (d < best_d || (d == best_d && c % 2 == 0)) {
                         best_d = d;
                         best = c;
                     }

@@ -248,6 +248,20 @@ static void test_mxfp4(void) {
         }
     }
     CHECK(far == 0, "mxfp4 encode: %zu values not rounded to the nearest FP4 value", far);
+    /* ties go to the even code: midpoints 0.25 0.75 1.25 1.75 2.5 3.5 5 (block scale 2^0) */
+    {
+        float tie[32] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 6.0f,
+                         -0.25f, -0.75f, -1.25f, -1.75f, -2.5f, -3.5f, -5.0f, -6.0f};
+        const float want[16] = {0.0f, 1.0f, 1.0f, 2.0f, 2.0f, 4.0f, 4.0f, 6.0f,
+                                0.0f, -1.0f, -1.0f, -2.0f, -2.0f, -4.0f, -4.0f, -6.0f};
+        uint8_t tb[16], ts[1];
+        float back[32];
+        m4_mxfp4_encode(tie, 1, 32, tb, ts);
+        m4_mxfp4_decode(tb, ts, 1, 32, back);
+        size_t wrong = 0;
+        for (int j = 0; j < 16; j++) wrong += back[j] != want[j];
+        CHECK(ts[0] == 127 && wrong == 0, "mxfp4 encode: %zu ties not rounded to the even code", wrong);
+    }
     free(blocks), free(scales), free(out), free(x);
 }
 
