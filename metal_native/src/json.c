@@ -299,6 +299,22 @@ static int compare_members(const void* a, const void* b) {
 static bool parse_value(parser* p, m4j_value* v, int depth);
 
 /* Growable temporary vector of values or members (malloc'd, moved to the arena at the end). */
+/* Move the ``count`` elements grown in the heap buffer ``tmp`` into the arena (the
+   buffer is freed either way); ``*out`` is NULL for an empty array or object. */
+static bool move_to_arena(parser* p, void* tmp, size_t count, size_t size, void** out) {
+    *out = NULL;
+    if (count) {
+        *out = arena_alloc(p->arena, count * size);
+        if (!*out) {
+            free(tmp);
+            return fail_oom(p);
+        }
+        memcpy(*out, tmp, count * size);
+    }
+    free(tmp);
+    return true;
+}
+
 static bool parse_array(parser* p, m4j_value* v, int depth) {
     p->pos++; /* [ */
     size_t cap = 0, count = 0;
@@ -338,17 +354,7 @@ static bool parse_array(parser* p, m4j_value* v, int depth) {
     }
     v->type = M4J_ARRAY;
     v->count = count;
-    v->items = NULL;
-    if (count) {
-        v->items = (m4j_value*)arena_alloc(p->arena, count * sizeof *tmp);
-        if (!v->items) {
-            free(tmp);
-            return fail_oom(p);
-        }
-        memcpy(v->items, tmp, count * sizeof *tmp);
-    }
-    free(tmp);
-    return true;
+    return move_to_arena(p, tmp, count, sizeof *tmp, (void**)&v->items);
 }
 
 static bool parse_object(parser* p, m4j_value* v, int depth) {
@@ -405,16 +411,7 @@ static bool parse_object(parser* p, m4j_value* v, int depth) {
     }
     v->type = M4J_OBJECT;
     v->count = count;
-    v->members = NULL;
-    if (count) {
-        v->members = (m4j_member*)arena_alloc(p->arena, count * sizeof *tmp);
-        if (!v->members) {
-            free(tmp);
-            return fail_oom(p);
-        }
-        memcpy(v->members, tmp, count * sizeof *tmp);
-    }
-    free(tmp);
+    if (!move_to_arena(p, tmp, count, sizeof *tmp, (void**)&v->members)) return false;
     if (count > 1) { /* duplicate keys: sort pointers, compare neighbours */
         const m4j_member** order = (const m4j_member**)malloc(count * sizeof *order);
         if (!order) return fail_oom(p);
