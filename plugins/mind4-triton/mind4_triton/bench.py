@@ -36,6 +36,7 @@ import triton
 from mind4_core.config import ModelConfig, SamplingParams
 from mind4_core.presets import get_preset
 
+from .kernels import gemv as gemv_kernels
 from .kernels import moe as moe_kernels
 from .kernels.attention import attention
 from .kernels.sampling import SamplerState, sample_tokens
@@ -154,9 +155,9 @@ def prefill_flops(cfg: ModelConfig, T: int) -> float:
 # ----------------------------------------------------------------------------- kernels alone
 
 
-def bench_kernels(cfg: ModelConfig, limits: dict) -> list[dict]:
+def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[dict]:
     rows: list[dict] = []
-    dev, bf16 = "cuda", torch.bfloat16
+    dev, bf16 = device, torch.bfloat16
     H, I, E, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.experts_per_token
     g = torch.Generator(device=dev).manual_seed(0)
     w1 = moe_kernels.MXFP4Weight(
@@ -175,14 +176,8 @@ def bench_kernels(cfg: ModelConfig, limits: dict) -> list[dict]:
         x = torch.randn(N, H, device=dev, dtype=bf16)
         idx = torch.stack([torch.randperm(E, device=dev)[:k] for _ in range(N)]).to(torch.int32)
         gates = torch.softmax(torch.randn(N, k, device=dev), -1)
-        groups = moe_kernels.align(idx, E, cfg_e.block_m)
-        act = torch.empty((groups.sorted_pairs.numel(), I), device=dev, dtype=bf16)
-        y = torch.empty((N * k, H), device=dev, dtype=torch.float32)
         timer = graph_ms if N <= 64 else gpu_ms
-        t1 = timer(lambda: moe_kernels.expert_mlp1(x, groups, k, w1, b1, 7.0, act, cfg_e))
-        t2 = timer(
-            lambda: moe_kernels.expert_mlp2(act, groups, N * k, w2, b2, gates.view(-1), y, cfg_e)
-        )
+        t = timer(lambda: moe_kernels.expert_rows(x, idx, gates, w1, b1, w2, b2, 7.0, cfg_e))
         used = len(torch.unique(idx))
         flops = 2 * N * k * (2 * I * H + H * I)
         rows.append(
@@ -190,51 +185,68 @@ def bench_kernels(cfg: ModelConfig, limits: dict) -> list[dict]:
                 "kernel": f"moe {label}",
                 "N": N,
                 "config": cfg_e._asdict(),
-                "mlp1_ms": t1,
-                "mlp2_ms": t2,
-                "GBps": used * expert_bytes / (t1 + t2) / 1e6,
-                "TFLOPs": flops / (t1 + t2) / 1e9,
-                "frac_bw": used * expert_bytes / (t1 + t2) / 1e6 / limits["copy_GBps"],
-                "frac_mm": flops / (t1 + t2) / 1e9 / limits["bf16_matmul_TFLOPs"],
+                "ms": t,  # grouping + mlp1 + mlp2
+                "GBps": used * expert_bytes / t / 1e6,
+                "TFLOPs": flops / t / 1e9,
+                "frac_bw": used * expert_bytes / t / 1e6 / limits["copy_GBps"],
+                "frac_mm": flops / t / 1e9 / limits["bf16_matmul_TFLOPs"],
             }
         )
 
+    EC = moe_kernels.ExpertConfig
     decode_configs = [
-        moe_kernels.ExpertConfig(
-            16, 32, 128, 64, 128, 4, 3, fp16_groups=False
-        ),  # v1: tile decode + tl.dot
-        moe_kernels.ExpertConfig(
-            16, 32, 32, 64, 32, 4, 3, fp16_groups=True
-        ),  # v2: scale groups, fp16 bits
-        moe_kernels.ExpertConfig(16, 64, 32, 64, 32, 4, 4, fp16_groups=True),
-        moe_kernels.ExpertConfig(16, 32, 32, 32, 32, 2, 4, fp16_groups=True),
-        moe_kernels.ExpertConfig(16, 16, 32, 32, 32, 2, 3, fp16_groups=True),
+        EC(16, 32, 128, 64, 128, 4, 3),  # v1: tile decode + tl.dot
+        EC(16, 32, 32, 64, 32, 4, 3, fp16_groups=True),  # v2: scale groups, fp16 bits
+        EC(16, 64, 32, 64, 32, 4, 4, fp16_groups=True),
+        EC(16, 16, 32, 32, 32, 2, 3, fp16_groups=True),
+        EC(1, 16, 256, 16, 256, 4, 3, gemv=True),  # v3: GEMV, no tl.dot, no grouping
+        EC(1, 32, 256, 32, 256, 4, 3, gemv=True),
+        EC(1, 32, 128, 32, 128, 4, 3, gemv=True),
+        EC(1, 64, 128, 64, 128, 8, 3, gemv=True),
+        EC(1, 16, 512, 16, 512, 4, 2, gemv=True),
+        EC(1, 32, 512, 32, 512, 8, 2, gemv=True),
+        EC(1, 8, 512, 8, 512, 2, 2, gemv=True),
     ]
     for c in decode_configs:
         for N in (1, 8):
             moe_case(N, c, "decode")
     prefill_configs = [
-        moe_kernels.ExpertConfig(64, 64, 64, 128, 64, 8, 3, fp16_groups=False),
-        moe_kernels.ExpertConfig(128, 64, 64, 128, 64, 8, 3, fp16_groups=False),
-        moe_kernels.ExpertConfig(128, 64, 64, 128, 64, 8, 4, fp16_groups=False),
-        moe_kernels.ExpertConfig(128, 64, 32, 128, 32, 8, 3, fp16_groups=True),
-        moe_kernels.ExpertConfig(128, 64, 32, 128, 32, 8, 4, fp16_groups=True),
-        moe_kernels.ExpertConfig(64, 64, 32, 128, 32, 4, 4, fp16_groups=True),
+        EC(64, 64, 64, 128, 64, 8, 3),
+        EC(128, 64, 64, 128, 64, 8, 3),
+        EC(128, 64, 64, 128, 64, 8, 4),
+        EC(128, 128, 64, 128, 64, 8, 3),
+        EC(128, 64, 32, 128, 32, 8, 3, fp16_groups=True),
+        EC(128, 64, 32, 128, 32, 8, 4, fp16_groups=True),
+        EC(64, 64, 32, 128, 32, 4, 4, fp16_groups=True),
     ]
     for c in prefill_configs:
         moe_case(2048, c, "prefill")
 
     # the fastest of each kind becomes the runtime's configuration for this run
-    def total(row):
-        return row["mlp1_ms"] + row["mlp2_ms"]
+    def best(kernel, N, gemv=None):
+        cands = [
+            r
+            for r in rows
+            if r["kernel"] == kernel
+            and r["N"] == N
+            and (gemv is None or r["config"]["gemv"] == gemv)
+        ]
+        return min(cands, key=lambda r: r["ms"])
 
-    decode_rows = [r for r in rows if r["kernel"] == "moe decode" and r["N"] == 1]
-    prefill_rows = [r for r in rows if r["kernel"] == "moe prefill"]
-    best_decode = min(decode_rows, key=total)["config"]
-    best_prefill = min(prefill_rows, key=total)["config"]
-    moe_kernels.TUNED["decode"] = moe_kernels.ExpertConfig(**best_decode)
-    moe_kernels.TUNED["prefill"] = moe_kernels.ExpertConfig(**best_prefill)
-    rows.append({"kernel": "chosen", "decode": best_decode, "prefill": best_prefill})
+    moe_kernels.TUNED["gemv"] = EC(**best("moe decode", 1, gemv=True)["config"])
+    if not best("moe decode", 1)["config"]["gemv"]:  # the tile kernels win even at batch 1
+        moe_kernels.GEMV_MAX_PAIRS = 0
+    moe_kernels.TUNED["decode"] = EC(**best("moe decode", 8, gemv=False)["config"])
+    moe_kernels.TUNED["prefill"] = EC(**best("moe prefill", 2048)["config"])
+    rows.append(
+        {
+            "kernel": "chosen",
+            "gemv": moe_kernels.TUNED["gemv"]._asdict(),
+            "gemv_max_pairs": moe_kernels.GEMV_MAX_PAIRS,
+            "decode": moe_kernels.TUNED["decode"]._asdict(),
+            "prefill": moe_kernels.TUNED["prefill"]._asdict(),
+        }
+    )
 
     # attention: decode over a long context, prefill 2048
     Hq, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -289,24 +301,40 @@ def bench_kernels(cfg: ModelConfig, limits: dict) -> list[dict]:
                 }
             )
 
-    # cuBLAS matvecs of decode
-    for name, (n_out, n_in) in {
-        "qkv": (cfg.qkv_dim, H),
-        "out": (H, Hq * D),
-        "unembedding": (cfg.vocab_size, H),
+    # matvecs of decode: cuBLAS against the Triton GEMV; the faster serves this run
+    GC = gemv_kernels.GemvConfig
+    gemv_configs = [GC(4, 512, 4), GC(8, 256, 4), GC(8, 512, 4), GC(16, 256, 4), GC(16, 128, 4),
+                    GC(32, 256, 8), GC(32, 128, 4)]  # fmt: skip
+    for name, (n_out, n_in, has_bias) in {
+        "qkv": (cfg.qkv_dim, H, True),
+        "out": (H, Hq * D, True),
+        "unembedding": (cfg.vocab_size, H, False),
     }.items():
         w = torch.randn(n_out, n_in, device=dev, dtype=bf16)
+        bias = torch.randn(n_out, device=dev, dtype=bf16) if has_bias else None
         x = torch.randn(1, n_in, device=dev, dtype=bf16)
-        t = gpu_ms(lambda: torch.nn.functional.linear(x, w))
-        rows.append(
-            {
-                "kernel": f"linear M=1 {name}",
-                "ms": t,
-                "GBps": 2 * n_out * n_in / t / 1e6,
-                "frac_bw": 2 * n_out * n_in / t / 1e6 / limits["copy_GBps"],
-            }
-        )
-        w = None
+        nbytes = 2 * n_out * n_in
+        t_cublas = graph_ms(lambda: torch.nn.functional.linear(x, w, bias))
+        timed = [(t_cublas, None)]
+        for gc_ in gemv_configs:
+            timed.append((graph_ms(lambda: gemv_kernels.gemv(x, w, bias, gc_)), gc_))
+        for t, gc_ in timed:
+            rows.append(
+                {
+                    "kernel": f"linear M=1 {name} "
+                    + ("cuBLAS" if gc_ is None else str(tuple(gc_))),
+                    "ms": t,
+                    "GBps": nbytes / t / 1e6,
+                    "frac_bw": nbytes / t / 1e6 / limits["copy_GBps"],
+                }
+            )
+        t_best, cfg_best = min(timed, key=lambda tc: tc[0])
+        if cfg_best is not None:
+            gemv_kernels.TUNED[(n_out, n_in)] = cfg_best
+        w = bias = None
+    rows.append(
+        {"kernel": "chosen gemv", "tuned": {str(k): v for k, v in gemv_kernels.TUNED.items()}}
+    )
     return rows
 
 

@@ -45,6 +45,7 @@ from mind4_core.errors import BackendUnavailableError, ConfigError, ContextOverf
 
 from .components import TritonAttention, TritonMoE
 from .errors import TritonInputError
+from .kernels import gemv as gemv_kernels
 from .kernels import moe as moe_kernels
 from .kernels import rmsnorm as norm_kernels
 from .kernels.attention import attention
@@ -391,7 +392,7 @@ class TritonRuntime:
         )
         for n, layer in enumerate(self.layers):
             # attention
-            qkv = F.linear(h, layer.qkv_w, layer.qkv_b)  # (N, (Hq+2Hkv)·D)
+            qkv = gemv_kernels.linear(h, layer.qkv_w, layer.qkv_b)  # (N, (Hq+2Hkv)·D)
             k_cache, v_cache = cache.k_view(n), cache.v_view(n)  # (B, S, Hkv, D)
             q = rope_qkv(qkv.view(B, T, -1), self.cos, self.sin, offsets, k_cache, v_cache, Hq, Hkv)
             attend = self._attention or attention
@@ -404,7 +405,7 @@ class TritonRuntime:
                 window=cfg.window_of_layer(n),
                 offset=offsets,
             )  # (B, T, Hq, D)
-            a = F.linear(o.reshape(N, Hq * D), layer.out_w, layer.out_b)  # (N, H)
+            a = gemv_kernels.linear(o.reshape(N, Hq * D), layer.out_w, layer.out_b)  # (N, H)
             norm_kernels.add_rmsnorm(x, a, layer.mlp_norm, eps, h)
 
             # mixture of experts
@@ -427,24 +428,22 @@ class TritonRuntime:
                 norm_kernels.add_rmsnorm(x, y, next_norm, eps, h)
                 continue
             indices, gates = moe_kernels.gate_route(h, layer.gate_w, layer.gate_b, k)  # (N, k)
-            groups = moe_kernels.align(indices, cfg.num_experts, experts_cfg.block_m)
-            act = torch.empty(
-                (groups.sorted_pairs.numel(), cfg.intermediate_size),
-                device=self._device,
-                dtype=self._dtype,
-            )
-            moe_kernels.expert_mlp1(
-                h, groups, k, layer.mlp1_w, layer.mlp1_b, cfg.swiglu_limit, act, experts_cfg
-            )
-            y = torch.empty((N * k, H), device=self._device, dtype=torch.float32)
-            moe_kernels.expert_mlp2(
-                act, groups, N * k, layer.mlp2_w, layer.mlp2_b, gates.view(-1), y, experts_cfg
-            )
+            y = moe_kernels.expert_rows(
+                h,
+                indices,
+                gates,
+                layer.mlp1_w,
+                layer.mlp1_b,
+                layer.mlp2_w,
+                layer.mlp2_b,
+                cfg.swiglu_limit,
+                experts_cfg,
+            )  # (N·k, H) float32, gate-weighted
             norm_kernels.add_rows_rmsnorm(x, y, k, next_norm, eps, h)
 
         if last_only:
             last = h.view(B, T, H)[:, -1]  # (B, H)
-            return F.linear(last, self.unembedding).float()  # (B, V)
+            return gemv_kernels.linear(last, self.unembedding).float()  # (B, V)
         return F.linear(h, self.unembedding).float().view(B, T, V)
 
     # -- CUDA graphs for decode ---------------------------------------------------------------

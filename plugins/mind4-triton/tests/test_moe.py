@@ -94,6 +94,8 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
         (19, moe.ExpertConfig(16, 32, 64, 32, 64)),  # prefill-like: several blocks per expert
         (1, moe.ExpertConfig(16, 16, 32, 16, 32, fp16_groups=True)),  # MXFP4 -> fp16 bits path
         (19, moe.ExpertConfig(16, 32, 32, 32, 32, fp16_groups=True)),
+        (1, moe.ExpertConfig(1, 16, 64, 32, 64, gemv=True)),  # batch-1 GEMV, partial K tile
+        (3, moe.ExpertConfig(1, 32, 32, 16, 32, gemv=True)),  # dense weights fall back
     ],
 )
 def test_experts_against_oracle(dtype, mxfp4, N, cfg, device):
@@ -129,3 +131,21 @@ def test_swiglu_clamp_is_active(device):
     )
     assert rel_err(unclamped, ref) > 0.1
     assert rel_err(out, ref) < TOL[torch.float32]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_gemv_against_float64(dtype, bias, device):
+    """The batch-1 matrix-vector kernel, with partial row and column tiles."""
+    from mind4_triton.kernels import gemv
+
+    g = torch.Generator().manual_seed(11 + bias)
+    x = torch.randn(1, 200, generator=g).to(device, dtype)
+    w = torch.randn(37, 200, generator=g).to(device, dtype)
+    b = torch.randn(37, generator=g).to(device, dtype) if bias else None
+    out = gemv.gemv(x, w, b, gemv.GemvConfig(block_n=8, block_k=64))
+    ref = f64(x) @ f64(w).T + (f64(b) if bias else 0.0)
+    assert out.shape == (1, 37) and out.dtype == dtype
+    assert rel_err(out, ref) < TOL[dtype]
+    with pytest.raises(ValueError, match="gemv needs"):
+        gemv.gemv(torch.cat([x, x]), w, b, gemv.GemvConfig(8, 64))

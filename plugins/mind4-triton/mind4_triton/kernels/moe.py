@@ -339,8 +339,25 @@ def _fp4_group_dot(x_even, x_odd, packed):
 
 @triton.jit
 def _group_scale(scales):
-    """E8M0 ``scales`` (uint8) -> float32 ``2^(s - 127) · 2^14`` (undoes the 2^-14 above)."""
-    return ((scales.to(tl.int32) + 14) << 23).to(tl.float32, bitcast=True)
+    """E8M0 ``scales`` (uint8) -> float32 ``2^(s - 127)`` (exponent field ``s``).
+    Callers multiply by ``2^14`` first to undo the ``2^-14`` of the float16 codes
+    (folding it into the scale would overflow for ``s > 240``)."""
+    return (scales.to(tl.int32) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _fp4_gemv_group(packed, scales, x_even, x_odd, BN: tl.constexpr, BK: tl.constexpr):
+    """``w (BN, BK) @ x (BK,)`` for an MXFP4 tile given as ``packed (BN, BK/2)`` uint8
+    and ``scales (BN, BK/32)``, with no matrix instruction (the batch-1 GEMV): each
+    code is decoded to float16 bits as in :func:`_fp4_group_dot`, widened, multiplied
+    by the even (low nibble) or odd (high nibble) element of x, summed per scale group,
+    scaled, and summed -> float32 ``(BN,)``."""
+    p = packed.to(tl.uint16)
+    lo = (((p & 0x07) << 9) | ((p & 0x08) << 12)).to(tl.float16, bitcast=True).to(tl.float32)
+    hi = (((p & 0x70) << 5) | ((p & 0x80) << 8)).to(tl.float16, bitcast=True).to(tl.float32)
+    prod = lo * x_even[None, :] + hi * x_odd[None, :]  # (BN, BK/2): value · 2^-14 · x
+    per_group = tl.sum(prod.reshape(BN, BK // 32, 16), axis=2) * 16384.0  # (BN, BK/32)
+    return tl.sum(per_group * _group_scale(scales), axis=1)
 
 
 @triton.jit
@@ -468,10 +485,10 @@ def _moe_mlp1_kernel(
             x_odd = tl.load(x_ptrs + k0 + 1, mask=row_ok[:, None], other=0.0).to(tl.float16)
             packed = tl.load(w_glu + k0 // 2, mask=j_ok[:, None], other=0)
             scale = _group_scale(tl.load(s_glu + k0 // 32, mask=j_ok, other=0))
-            acc_glu += _fp4_group_dot(x_even, x_odd, packed) * scale[None, :]
+            acc_glu += _fp4_group_dot(x_even, x_odd, packed) * 16384.0 * scale[None, :]
             packed = tl.load(w_glu + stride_wr + k0 // 2, mask=j_ok[:, None], other=0)
             scale = _group_scale(tl.load(s_glu + stride_sr + k0 // 32, mask=j_ok, other=0))
-            acc_lin += _fp4_group_dot(x_even, x_odd, packed) * scale[None, :]
+            acc_lin += _fp4_group_dot(x_even, x_odd, packed) * 16384.0 * scale[None, :]
     else:
         for k0 in range(0, H, BLOCK_K):
             x = tl.load(
@@ -580,7 +597,7 @@ def _moe_mlp2_kernel(
             a_odd = tl.load(a_ptrs + k0 + 1, mask=row_ok[:, None], other=0.0).to(tl.float16)
             packed = tl.load(w_ptrs + k0 // 2, mask=n_ok[:, None], other=0)
             scale = _group_scale(tl.load(s_ptrs + k0 // 32, mask=n_ok, other=0))
-            acc += _fp4_group_dot(a_even, a_odd, packed) * scale[None, :]
+            acc += _fp4_group_dot(a_even, a_odd, packed) * 16384.0 * scale[None, :]
     else:
         for k0 in range(0, I, BLOCK_K):
             a = tl.load(
@@ -615,10 +632,128 @@ def _moe_mlp2_kernel(
     )
 
 
+@triton.jit
+def _moe_mlp1_gemv_kernel(
+    X,
+    Indices,
+    W,
+    S,
+    Bias,
+    Act,
+    stride_x,
+    stride_we,
+    stride_wr,
+    stride_se,
+    stride_sr,
+    stride_be,
+    stride_act,
+    H,
+    I,
+    limit,
+    TOPK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Few-token mlp1 + SwiGLU with MXFP4 weights: one program per (pair, tile of
+    activation columns), ``act[pair, j]`` in pair order. No grouping step: the
+    pair's expert is read from ``Indices`` (at batch 1 every pair has its own
+    expert, so nothing would be shared anyway)."""
+    pid_n = tl.program_id(0)
+    pair = tl.program_id(1)
+    e = tl.load(Indices + pair).to(tl.int64)
+    token = (pair // TOPK).to(tl.int64)
+    j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # activation columns
+    j_ok = j < I
+    c = tl.arange(0, BLOCK_K // 2)  # packed byte columns of a K tile
+    g = tl.arange(0, BLOCK_K // 32)  # scale groups of a K tile
+    x_row = X + token * stride_x
+    w_glu = W + e * stride_we + (2 * j)[:, None] * stride_wr + c[None, :]
+    s_glu = S + e * stride_se + (2 * j)[:, None] * stride_sr + g[None, :]
+
+    acc_glu = tl.zeros((BLOCK_N,), tl.float32)
+    acc_lin = tl.zeros((BLOCK_N,), tl.float32)
+    for k0 in range(0, H, BLOCK_K):
+        c_ok = k0 // 2 + c < H // 2
+        w_ok = j_ok[:, None] & c_ok[None, :]
+        s_ok = j_ok[:, None] & (k0 // 32 + g < H // 32)[None, :]
+        x_even = tl.load(x_row + k0 + 2 * c, mask=c_ok, other=0.0).to(tl.float32)
+        x_odd = tl.load(x_row + k0 + 2 * c + 1, mask=c_ok, other=0.0).to(tl.float32)
+        packed = tl.load(w_glu + k0 // 2, mask=w_ok, other=0)
+        scales = tl.load(s_glu + k0 // 32, mask=s_ok, other=0)
+        acc_glu += _fp4_gemv_group(packed, scales, x_even, x_odd, BLOCK_N, BLOCK_K)
+        packed = tl.load(w_glu + stride_wr + k0 // 2, mask=w_ok, other=0)
+        scales = tl.load(s_glu + stride_sr + k0 // 32, mask=s_ok, other=0)
+        acc_lin += _fp4_gemv_group(packed, scales, x_even, x_odd, BLOCK_N, BLOCK_K)
+
+    bias = Bias + e * stride_be
+    glu = acc_glu + tl.load(bias + 2 * j, mask=j_ok, other=0.0).to(tl.float32)
+    lin = acc_lin + tl.load(bias + 2 * j + 1, mask=j_ok, other=0.0).to(tl.float32)
+    glu = tl.minimum(glu, limit)
+    lin = tl.minimum(tl.maximum(lin, -limit), limit)
+    act = glu * tl.sigmoid(1.702 * glu) * (lin + 1.0)
+    tl.store(Act + pair.to(tl.int64) * stride_act + j, act.to(Act.dtype.element_ty), mask=j_ok)
+
+
+@triton.jit
+def _moe_mlp2_gemv_kernel(
+    Act,
+    Indices,
+    W,
+    S,
+    Bias,
+    Gates,
+    Y,
+    stride_act,
+    stride_we,
+    stride_wr,
+    stride_se,
+    stride_sr,
+    stride_be,
+    stride_y,
+    H,
+    I,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Few-token mlp2 with MXFP4 weights: ``y[pair, n] = gate · (act[pair] @ mlp2[e]ᵀ + b2[e])``."""
+    pid_n = tl.program_id(0)
+    pair = tl.program_id(1)
+    e = tl.load(Indices + pair).to(tl.int64)
+    n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < H
+    c = tl.arange(0, BLOCK_K // 2)
+    g = tl.arange(0, BLOCK_K // 32)
+    a_row = Act + pair.to(tl.int64) * stride_act
+    w_ptrs = W + e * stride_we + n[:, None] * stride_wr + c[None, :]
+    s_ptrs = S + e * stride_se + n[:, None] * stride_sr + g[None, :]
+
+    acc = tl.zeros((BLOCK_N,), tl.float32)
+    for k0 in range(0, I, BLOCK_K):
+        c_ok = k0 // 2 + c < I // 2
+        a_even = tl.load(a_row + k0 + 2 * c, mask=c_ok, other=0.0).to(tl.float32)
+        a_odd = tl.load(a_row + k0 + 2 * c + 1, mask=c_ok, other=0.0).to(tl.float32)
+        packed = tl.load(w_ptrs + k0 // 2, mask=n_ok[:, None] & c_ok[None, :], other=0)
+        scales = tl.load(
+            s_ptrs + k0 // 32, mask=n_ok[:, None] & (k0 // 32 + g < I // 32)[None, :], other=0
+        )
+        acc += _fp4_gemv_group(packed, scales, a_even, a_odd, BLOCK_N, BLOCK_K)
+
+    y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)
+    y = y * tl.load(Gates + pair)
+    tl.store(Y + pair.to(tl.int64) * stride_y + n, y.to(Y.dtype.element_ty), mask=n_ok)
+
+
 class ExpertConfig(NamedTuple):
-    """Tile sizes of the two expert kernels. ``fp16_groups``: with MXFP4 weights and
-    16-bit activations, walk K one 32-wide scale group at a time with weights decoded
-    straight to float16 bits (:func:`_fp4_group_dot`); ``block_k*`` then do not apply."""
+    """Tile sizes of the two expert kernels.
+
+    ``fp16_groups``: with MXFP4 weights and 16-bit activations, walk K one 32-wide
+    scale group at a time with weights decoded straight to float16 bits
+    (:func:`_fp4_group_dot`); ``block_k*`` then do not apply.
+    ``gemv``: with MXFP4 weights, one program per (pair, column tile) and no matrix
+    instruction and no grouping step (:func:`_moe_mlp1_gemv_kernel`) — for a handful
+    of pairs, where a ``tl.dot`` tile of 16 rows would be 15/16 padding; ``block_m``
+    does not apply. Dense weights fall back to ``TUNED["decode"]``.
+    """
 
     block_m: int
     block_n1: int
@@ -628,18 +763,26 @@ class ExpertConfig(NamedTuple):
     num_warps: int = 4
     num_stages: int = 3
     fp16_groups: bool = False
+    gemv: bool = False
 
 
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
 #: ``mind4_triton.bench --kernels`` times the variants and may replace them for its run
 TUNED = {
+    "gemv": ExpertConfig(1, 32, 256, 32, 256, num_warps=4, num_stages=3, gemv=True),
     "decode": ExpertConfig(16, 32, 128, 64, 128, num_warps=4, num_stages=3),
     "prefill": ExpertConfig(128, 64, 64, 128, 64, num_warps=8, num_stages=3),
 }
 
+#: up to this many (token, expert) pairs take the ``gemv`` configuration (batch 1 of top-4)
+GEMV_MAX_PAIRS = 4
+
 
 def expert_config(n_pairs: int) -> ExpertConfig:
-    """Tiles for decode (few rows: bandwidth-bound) and prefill (compute-bound)."""
+    """Tiles for batch-1 decode (GEMV), small batches (bandwidth-bound) and prefill
+    (compute-bound)."""
+    if n_pairs <= GEMV_MAX_PAIRS:
+        return TUNED["gemv"]
     return TUNED["decode" if n_pairs <= 64 else "prefill"]
 
 
@@ -738,6 +881,54 @@ def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: 
     return y
 
 
+def expert_rows(
+    x: torch.Tensor,
+    indices: torch.Tensor,
+    gates: torch.Tensor,
+    mlp1_weight,
+    mlp1_bias: torch.Tensor,
+    mlp2_weight,
+    mlp2_bias: torch.Tensor,
+    swiglu_limit: float,
+    cfg: ExpertConfig,
+) -> torch.Tensor:
+    """Steps 2-4: ``y (N·k, H)`` float32, row ``n·k + j`` = ``gates[n, j] ·
+    expert_{indices[n, j]}(x[n])``. No host synchronisation (graph-safe)."""
+    N, H = x.shape
+    k = indices.shape[1]
+    E, I = mlp1_weight.shape[0], mlp1_weight.shape[1] // 2
+    indices = indices.to(torch.int32).contiguous()
+    gates = gates.to(torch.float32).contiguous().view(-1)
+    y = torch.empty((N * k, H), device=x.device, dtype=torch.float32)
+    mx = isinstance(mlp1_weight, MXFP4Weight) and isinstance(mlp2_weight, MXFP4Weight)
+    if cfg.gemv and mx:
+        act = torch.empty((N * k, I), device=x.device, dtype=x.dtype)
+        W, S, swe, swr, sse, ssr, _ = _weight_args(mlp1_weight)
+        _moe_mlp1_gemv_kernel[(triton.cdiv(I, cfg.block_n1), N * k)](
+            x, indices, W, S, mlp1_bias, act,
+            x.stride(0), swe, swr, sse, ssr, mlp1_bias.stride(0), act.stride(0),
+            H, I, float(swiglu_limit),
+            TOPK=k, BLOCK_N=cfg.block_n1, BLOCK_K=cfg.block_k1,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
+        W, S, swe, swr, sse, ssr, _ = _weight_args(mlp2_weight)
+        _moe_mlp2_gemv_kernel[(triton.cdiv(H, cfg.block_n2), N * k)](
+            act, indices, W, S, mlp2_bias, gates, y,
+            act.stride(0), swe, swr, sse, ssr, mlp2_bias.stride(0), y.stride(0),
+            H, I,
+            BLOCK_N=cfg.block_n2, BLOCK_K=cfg.block_k2,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        )  # fmt: skip
+        return y
+    if cfg.gemv:
+        cfg = TUNED["decode"]
+    alignment = align(indices, E, cfg.block_m)
+    act = torch.empty((alignment.sorted_pairs.numel(), I), device=x.device, dtype=x.dtype)
+    expert_mlp1(x, alignment, k, mlp1_weight, mlp1_bias, swiglu_limit, act, cfg)
+    expert_mlp2(act, alignment, N * k, mlp2_weight, mlp2_bias, gates, y, cfg)
+    return y
+
+
 def experts(
     x: torch.Tensor,
     indices: torch.Tensor,
@@ -753,13 +944,8 @@ def experts(
     in x's dtype. Weights are dense tensors or :class:`MXFP4Weight`."""
     N, H = x.shape
     k = indices.shape[1]
-    E = mlp1_weight.shape[0]
-    I = mlp1_weight.shape[1] // 2
     cfg = cfg or expert_config(N * k)
-    alignment = align(indices.to(torch.int32).contiguous(), E, cfg.block_m)
-    act = torch.empty((alignment.sorted_pairs.numel(), I), device=x.device, dtype=x.dtype)
-    expert_mlp1(x, alignment, k, mlp1_weight, mlp1_bias, swiglu_limit, act, cfg)
-    y = torch.empty((N * k, H), device=x.device, dtype=torch.float32)
-    gates = weights.to(torch.float32).contiguous().view(-1)
-    expert_mlp2(act, alignment, N * k, mlp2_weight, mlp2_bias, gates, y, cfg)
+    y = expert_rows(
+        x, indices, weights, mlp1_weight, mlp1_bias, mlp2_weight, mlp2_bias, swiglu_limit, cfg
+    )
     return y.view(N, k, H).sum(dim=1).to(x.dtype)
