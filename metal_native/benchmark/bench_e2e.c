@@ -12,6 +12,7 @@
  * --prefill tokens; the reported figure is the median of --reps runs. */
 #include "bench_util.h"
 #include "ckpt_builder.h"
+#include "pool.h"
 
 static int cmp_double(const void* a, const void* b) {
     double x = *(const double*)a, y = *(const double*)b;
@@ -116,6 +117,10 @@ int main(int argc, char** argv) {
         double a = now_seconds(), ca = cpu_seconds();
         die(mind4_context_process(ctx), "prefill");
         double b = now_seconds(), cb_ = cpu_seconds();
+#if defined(M4_POOL_PROFILE)
+        if (r == reps - 1) fprintf(stderr, "-- prefill\n");
+        m4_pool_profile_dump();
+#endif
         for (size_t i = 0; i < decode; i++) {
             uint32_t next;
             die(mind4_context_sample(ctx, sampler, &next), "sample");
@@ -123,6 +128,10 @@ int main(int argc, char** argv) {
             die(mind4_context_process(ctx), "decode");
         }
         double d = now_seconds(), cd = cpu_seconds();
+#if defined(M4_POOL_PROFILE)
+        if (r == reps - 1) fprintf(stderr, "-- decode\n");
+        m4_pool_profile_dump();
+#endif
         if (r >= 0) {
             prefill_s[r] = b - a;
             decode_s[r] = d - b;

@@ -63,6 +63,41 @@ typedef _Atomic size_t atomic_sz;
 #define PAUSE_POLLS 2000
 #define SPIN_POLLS 20000
 
+#if defined(M4_POOL_PROFILE)
+/* Developer profiling (-DM4_POOL_PROFILE): per dispatch, the caller's time
+ * since the previous dispatch returned (serial work), and every thread's
+ * start and end; m4_pool_profile_dump prints averages per task function. */
+#include <stdio.h>
+#include <time.h>
+#define PROF_MAX 64
+static double prof_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+typedef struct prof_site {
+    m4_task_fn fn;
+    size_t calls;
+    double serial, wake, work_min, work_max, tail, total;
+} prof_site;
+static prof_site g_prof[PROF_MAX];
+static double g_prof_last_return, g_prof_start[1024], g_prof_end[1024];
+void m4_pool_profile_dump(void) {
+    double all = 0;
+    for (int i = 0; i < PROF_MAX && g_prof[i].fn; i++) all += g_prof[i].serial + g_prof[i].total;
+    for (int i = 0; i < PROF_MAX && g_prof[i].fn; i++) {
+        prof_site* p = &g_prof[i];
+        double c = (double)p->calls;
+        fprintf(stderr,
+                "site %d: %zu calls  serial-before %.2f us  wake %.2f us  work min %.2f max %.2f us  tail %.2f us  "
+                "total %.2f us  (%.1f%% of all)\n",
+                i, p->calls, 1e6 * p->serial / c, 1e6 * p->wake / c, 1e6 * p->work_min / c, 1e6 * p->work_max / c,
+                1e6 * p->tail / c, 1e6 * p->total / c, 100 * (p->serial + p->total) / all);
+    }
+    memset(g_prof, 0, sizeof g_prof);
+}
+#endif
+
 struct m4_pool {
     size_t num_threads;
     m4_thread* threads;
@@ -105,7 +140,13 @@ static void worker_loop(m4_pool* pool, size_t index) {
         }
         if (a_load(&pool->stop)) return;
         seen = gen;
+#if defined(M4_POOL_PROFILE)
+        g_prof_start[index] = prof_now();
+#endif
         pool->fn(pool->arg, index, pool->num_threads);
+#if defined(M4_POOL_PROFILE)
+        g_prof_end[index] = prof_now();
+#endif
         a_add(&pool->pending, (size_t)-1);
     }
 }
@@ -208,6 +249,9 @@ void m4_pool_run(m4_pool* pool, m4_task_fn fn, void* arg) {
         return;
     }
     mutex_lock(&pool->run_mutex);
+#if defined(M4_POOL_PROFILE)
+    double t_call = prof_now();
+#endif
     pool->fn = fn;
     pool->arg = arg;
     a_store(&pool->pending, pool->num_threads - 1);
@@ -217,7 +261,13 @@ void m4_pool_run(m4_pool* pool, m4_task_fn fn, void* arg) {
         cond_broadcast(&pool->wake);
         mutex_unlock(&pool->mutex);
     }
+#if defined(M4_POOL_PROFILE)
+    g_prof_start[0] = prof_now();
+#endif
     fn(arg, 0, pool->num_threads);
+#if defined(M4_POOL_PROFILE)
+    g_prof_end[0] = prof_now();
+#endif
     for (int polls = 0; a_load(&pool->pending) != 0; polls++) {
         if (polls < PAUSE_POLLS) {
             cpu_relax();
@@ -225,6 +275,29 @@ void m4_pool_run(m4_pool* pool, m4_task_fn fn, void* arg) {
             thread_yield();
         }
     }
+#if defined(M4_POOL_PROFILE)
+    double t_ret = prof_now();
+    int site = 0;
+    while (site < PROF_MAX - 1 && g_prof[site].fn && g_prof[site].fn != fn) site++;
+    prof_site* p = &g_prof[site];
+    p->fn = fn;
+    p->calls++;
+    if (g_prof_last_return > 0) p->serial += t_call - g_prof_last_return;
+    double wmin = 1e9, wmax = 0, smax = 0, emax = 0;
+    for (size_t i = 0; i < pool->num_threads; i++) {
+        double w = g_prof_end[i] - g_prof_start[i];
+        wmin = w < wmin ? w : wmin;
+        wmax = w > wmax ? w : wmax;
+        smax = g_prof_start[i] > smax ? g_prof_start[i] : smax;
+        emax = g_prof_end[i] > emax ? g_prof_end[i] : emax;
+    }
+    p->wake += smax - t_call;
+    p->work_min += wmin;
+    p->work_max += wmax;
+    p->tail += t_ret - emax;
+    p->total += t_ret - t_call;
+    g_prof_last_return = t_ret;
+#endif
     mutex_unlock(&pool->run_mutex);
 }
 

@@ -38,6 +38,10 @@ static inline void m4_split(size_t n, size_t align, size_t index, size_t count, 
     *end = M4_MIN(e * align, n);
 }
 
+#if defined(M4_POOL_PROFILE)
+void m4_pool_profile_dump(void);
+#endif
+
 /* Number of online CPUs (>= 1). */
 uint32_t m4_num_cpus(void);
 

@@ -1,4 +1,9 @@
 /* status.c - status names, the thread's last error sentence, allocation. */
+#if !defined(_WIN32) && !defined(_DEFAULT_SOURCE)
+/* madvise and MADV_HUGEPAGE are not POSIX: without this glibc hides them
+ * under the build's _POSIX_C_SOURCE and the huge-page advice compiles out */
+#define _DEFAULT_SOURCE 1
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
