@@ -2,17 +2,30 @@
 
 Decoding a token at batch 1 reads every weight it uses once and does little
 arithmetic, so on a CPU its time is the weight read plus the per-operation cost
-of eager PyTorch (a few microseconds each, hundreds per token). This module
-computes exactly what :class:`mind4_torch.model.Transformer` computes for
+of eager PyTorch (one to a few microseconds each, a few hundred per token). This
+module computes exactly what :class:`mind4_torch.model.Transformer` computes for
 ``tokens (1, 1)`` with a KV cache, as a flat loop over pre-bound weights:
 
 - no module calls, no shape checks, views instead of reshapes;
 - RoPE as ``x * cos + roll(x, D/2) * sin`` on q and k heads together;
 - attention on the visible cache slice only, no mask (a single query sees all of it);
-- the ``k`` selected experts only, one matrix-vector product per expert matrix
-  (:func:`mind4_torch.moe.one_token`, shared with the readable path).
+- the ``k`` selected experts only.
 
-The model uses it only with its own torch components and no hooks: a swapped-in
+**Both cores on every matrix-vector product** (CPU, float32). A ``(1, in) @ (in, out)``
+product runs on one thread in PyTorch's BLAS whatever ``torch.set_num_threads`` says,
+and one core streams ~15-20 GB/s of weights where two stream ~30-50. So each product
+is a batched matmul of two halves, which the BLAS runs on two threads:
+
+- a linear layer splits its *input*: the weight is stored input-major (see
+  :mod:`mind4_torch.runtime`), so its first and last ``in/2`` rows are two contiguous
+  blocks, ``(2, in/2, out)`` as a view; the two partial products are summed;
+- the ``k`` chosen experts go as one batch of strided views into the expert tensor
+  (two at a time: a view needs one stride between them), one expert per thread.
+
+Elsewhere (other devices and dtypes, packed MXFP4 experts, a weight not input-major)
+each product is the plain ``F.linear`` (:func:`mind4_torch.moe.one_token` for experts).
+
+The model uses this path only with its own torch components and no hooks: a swapped-in
 attention or MoE component, or a forward hook (the lab's capture installs both),
 always goes through the readable path. The tests check that both paths agree.
 """
@@ -24,8 +37,98 @@ import torch.nn.functional as F
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from .attention import TorchAttention
-from .moe import TorchMoE, one_token
+from .moe import TorchMoE, one_token, swiglu
 from .util import cast, float32
+
+
+def split_pays(w: torch.Tensor) -> bool:
+    """Whether ``w (out, in)`` gets the two-halves product: float32 on a CPU with more
+    than one thread, stored input-major (``w.t()`` contiguous), ``in`` even."""
+    return (
+        w.device.type == "cpu"
+        and w.dtype == torch.float32
+        and torch.get_num_threads() > 1
+        and w.shape[-1] % 2 == 0
+        and w.transpose(-1, -2).is_contiguous()
+    )
+
+
+class MatVec:
+    """``x (1, in) -> x Wᵀ + b (1, out)`` for ``W (out, in)``, ``b (out,)`` or None.
+
+    Split (see the module docstring): ``W``'s input rows as two contiguous halves
+    ``(2, in/2, out)``, ``x`` as ``(2, 1, in/2)``; each half adds ``b / 2``
+    (``beta=0.5`` on the broadcast bias) and the two partial rows are summed.
+    Holds views of ``W`` and ``b``: in-place updates are seen."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor | None):
+        self.w, self.b = w, b
+        self.split = split_pays(w)
+        if self.split:
+            out, n = w.shape
+            self.halves = w.t().view(2, n // 2, out)  # (2, in/2, out)
+            self.half_bias = None if b is None else b.view(1, 1, out).expand(2, 1, out)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.split:
+            return F.linear(x, self.w, self.b)
+        x2 = x.view(2, 1, -1)  # (2, 1, in/2)
+        if self.half_bias is None:
+            return torch.bmm(x2, self.halves).sum(0)  # (1, out)
+        return torch.baddbmm(self.half_bias, x2, self.halves, beta=0.5).sum(0)  # (1, out)
+
+
+class Experts:
+    """``x (1, H)`` through its chosen experts, weighted, added to ``residual (1, H)``.
+
+    Split: the chosen experts, in ascending order, two at a time as one batch of views
+    ``(n, H, 2I)`` (``n <= 2``; a view has one stride between its experts), one batched
+    matmul for the first matrices, one for the second; the gates weight and sum the
+    ``n`` outputs in one ``addmm`` that also adds the residual."""
+
+    def __init__(self, w1, b1, w2, b2, limit: float):
+        self.limit = limit
+        self.split = all(isinstance(w, torch.Tensor) and split_pays(w) for w in (w1, w2))
+        if self.split:
+            self.tensors = (w1, b1.unsqueeze(1), w2, b2.unsqueeze(1))  # biases (E, 1, out)
+            self.views: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
+        else:
+            self.per_expert = tuple(per_expert(w) for w in (w1, b1, w2, b2))
+
+    def batch(self, chosen: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        """``w1ᵀ (n, H, 2I), b1 (n, 1, 2I), w2ᵀ (n, I, H), b2 (n, 1, H)`` of experts
+        ``chosen`` (ascending, evenly spaced): views into the expert tensors, made once."""
+        views = self.views.get(chosen)
+        if views is None:
+            n, first = len(chosen), chosen[0]
+            step = chosen[1] - first if n > 1 else 1
+            views = []
+            for t in self.tensors:  # (E, rows, cols) -> (n, cols, rows)
+                s = t.stride()
+                view = t.as_strided(
+                    (n, *t.shape[1:]), (step * s[0], *s[1:]), t.storage_offset() + first * s[0]
+                )
+                views.append(view.transpose(1, 2) if t.shape[1] > 1 else view)
+            views = self.views[chosen] = tuple(views)
+        return views
+
+    def __call__(self, x, residual, chosen: list[int], gates: torch.Tensor) -> torch.Tensor:
+        if not self.split:
+            return residual + one_token(
+                x, chosen, gates.tolist()[0], *self.per_expert, self.limit
+            )  # (1, H)
+        order = sorted(range(len(chosen)), key=chosen.__getitem__)
+        if order != list(range(len(chosen))):
+            gates = gates[:, order]  # (1, k) in ascending expert order
+        chosen = [chosen[i] for i in order]
+        H = x.shape[-1]
+        for j in range(0, len(chosen), 2):
+            w1, b1, w2, b2 = self.batch(tuple(chosen[j : j + 2]))
+            n = w1.shape[0]
+            h = torch.baddbmm(b1, x.expand(n, 1, H), w1)  # (n, 1, 2I)
+            y = torch.baddbmm(b2, swiglu(h, self.limit), w2)  # (n, 1, H)
+            residual = torch.addmm(residual, gates[:, j : j + n], y.view(n, H))  # (1, H)
+        return residual
 
 
 class DecodeStep:
@@ -50,32 +153,28 @@ class DecodeStep:
             cfg.head_dim,
         )
         self.k = cfg.experts_per_token
-        self.limit = cfg.swiglu_limit
         self.layers = [
             (
                 block.attn.norm.scale,
-                block.attn.qkv.weight,
-                block.attn.qkv.bias,
+                MatVec(block.attn.qkv.weight, block.attn.qkv.bias),
                 block.attn.sinks,
-                block.attn.out.weight,
-                block.attn.out.bias,
+                MatVec(block.attn.out.weight, block.attn.out.bias),
                 block.attn.window,
                 block.attn.sm_scale,
                 block.mlp.norm.scale,
                 block.mlp.gate.weight,
                 block.mlp.gate.bias,
-                tuple(
-                    per_expert(w)
-                    for w in (
-                        block.mlp.mlp1_weight,
-                        block.mlp.mlp1_bias,
-                        block.mlp.mlp2_weight,
-                        block.mlp.mlp2_bias,
-                    )
+                Experts(
+                    block.mlp.mlp1_weight,
+                    block.mlp.mlp1_bias,
+                    block.mlp.mlp2_weight,
+                    block.mlp.mlp2_bias,
+                    cfg.swiglu_limit,
                 ),
             )
             for block in model.block
         ]
+        self.unembedding = MatVec(model.unembedding.weight, None)
         self.modules = list(model.modules())
 
     def applies(self) -> bool:
@@ -97,9 +196,9 @@ class DecodeStep:
 
         rows = cache.rows()  # per layer: keys, values of row 0, (max_tokens, Hkv, D) each
         for layer, (key_cache, value_cache) in zip(self.layers, rows, strict=True):
-            n1, wqkv, bqkv, sinks, wout, bout, window, sm_scale, n2, wg, bg, mlp = layer
+            n1, qkv_proj, sinks, out_proj, window, sm_scale, n2, wg, bg, experts = layer
             # attention
-            qkv = F.linear(self.rms_norm(x, n1), wqkv, bqkv).view(Hq + 2 * Hkv, D)
+            qkv = qkv_proj(self.rms_norm(x, n1)).view(Hq + 2 * Hkv, D)  # (Hq + 2 Hkv, D)
             qk, v = qkv.split_with_sizes([Hq + Hkv, Hkv])  # (Hq + Hkv, D), (Hkv, D)
             qk32 = float32(qk)
             qk = cast(torch.addcmul(qk32 * cos, qk32.roll(D // 2, -1), sin), qk.dtype)  # RoPE
@@ -109,20 +208,20 @@ class DecodeStep:
             start = max(0, pos - window + 1) if window else 0  # the visible keys: no mask needed
             keys = float32(key_cache[start : pos + 1])  # (S, Hkv, D)
             values = float32(value_cache[start : pos + 1])  # (S, Hkv, D)
-            scores = torch.matmul(float32(q).view(Hkv, G, D), keys.permute(1, 2, 0))  # (Hkv, G, S)
+            scores = torch.bmm(float32(q).view(Hkv, G, D), keys.permute(1, 2, 0))  # (Hkv, G, S)
             scores.mul_(sm_scale)
             scores = torch.cat([scores, sinks.view(Hkv, G, 1)], dim=-1)  # the sink column
             probs = torch.softmax(scores, dim=-1)[..., :-1]  # (Hkv, G, S)
-            o = torch.matmul(probs, values.transpose(0, 1)).view(1, Hq * D)  # (1, Hq D)
-            x = x + F.linear(cast(o, x.dtype), wout, bout)  # (1, H)
+            o = torch.bmm(probs, values.transpose(0, 1)).view(1, Hq * D)  # (1, Hq D)
+            x = x + out_proj(cast(o, x.dtype))  # (1, H)
 
             # mixture of experts
             t = self.rms_norm(x, n2)  # (1, H)
             top, idx = torch.topk(float32(F.linear(t, wg, bg)), k, dim=-1)  # (1, k)
-            gates = torch.softmax(top, dim=-1)  # (1, k) float32
-            x = x + one_token(t, idx.tolist()[0], gates.tolist()[0], *mlp, self.limit)  # (1, H)
+            gates = torch.softmax(top, dim=-1).to(x.dtype)  # (1, k)
+            x = experts(t, x, idx.tolist()[0], gates)  # (1, H)
 
-        return model.unembedding(self.rms_norm(x, model.norm.scale)).view(1, 1, -1)  # (1, 1, V)
+        return self.unembedding(self.rms_norm(x, model.norm.scale)).view(1, 1, -1)  # (1, 1, V)
 
 
 def per_expert(w):

@@ -6,8 +6,16 @@ wrapped as a :class:`mind4_core.protocols.Runtime` the core's engine drives.
 Weights for inference are stored *input-major*: a linear weight keeps its
 canonical logical shape ``(out, in)`` but lives in memory as ``(in, out)``
 (a transposed view). For one token, ``x @ W`` then streams the weight
-row by row, which on CPU reads memory about twice as fast as ``W @ x``; decode
-is bound by that read. ``state_dict()`` names and shapes are unchanged.
+row by row, which on CPU reads memory faster than ``W @ x``, and the first and
+last halves of the input rows are two contiguous blocks the decode fast path
+multiplies on two threads (:mod:`mind4_torch.decode`); decode is bound by that
+read. ``state_dict()`` names and shapes are unchanged.
+
+On the CPU the weights are copied once, straight from the checkpoint's memory map,
+into one block of anonymous memory aligned to 2 MiB and backed by transparent huge
+pages where Linux offers them (:class:`WeightArena`): streaming a weight then crosses
+a page boundary every 2 MiB instead of every 4 KiB, which measured ~10% faster
+matrix-vector products on the 2-core CPU box.
 
 MXFP4 expert weights are dequantised at load when the dense experts fit
 comfortably in memory (fastest on CPU), else kept packed and dequantised per
@@ -16,6 +24,7 @@ selected expert (``MIND4_TORCH_EXPERTS=dense|mxfp4|auto`` overrides the choice).
 
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -108,6 +117,56 @@ def input_major(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(-1, -2).contiguous().transpose(-1, -2)
 
 
+class WeightArena:
+    """One block of host memory that every weight of a model is carved from.
+
+    2 MiB-aligned, private anonymous memory marked ``MADV_HUGEPAGE`` (Linux), so the
+    kernel backs it with transparent huge pages when it faults in; elsewhere an
+    ordinary torch allocation. Tensors from :meth:`take` are views that keep the
+    block alive; it is unmapped when the last of them goes.
+    """
+
+    HUGE_PAGE = 2 << 20
+    ALIGN = 64  # bytes between tensors: a cache line
+
+    def __init__(self, nbytes: int):
+        self.block = self._allocate(max(nbytes, 1))  # uint8
+        self.used = 0
+
+    @classmethod
+    def _allocate(cls, nbytes: int) -> torch.Tensor:
+        advice = getattr(mmap, "MADV_HUGEPAGE", None)
+        flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+        if advice is None or not flags:
+            return torch.empty(nbytes, dtype=torch.uint8)
+        try:
+            region = mmap.mmap(-1, nbytes + cls.HUGE_PAGE, flags=flags)
+            region.madvise(advice)
+        except (OSError, ValueError):  # no such mapping or advice here: plain memory
+            return torch.empty(nbytes, dtype=torch.uint8)
+        whole = torch.frombuffer(region, dtype=torch.uint8)  # holds the mapping
+        start = -whole.data_ptr() % cls.HUGE_PAGE
+        return whole[start : start + nbytes]
+
+    @classmethod
+    def size_of(cls, tensors: Sequence[tuple[Sequence[int], torch.dtype]]) -> int:
+        return sum(
+            -(-int(np.prod(shape)) * dtype.itemsize // cls.ALIGN) * cls.ALIGN
+            for shape, dtype in tensors
+        )
+
+    def take(self, shape: Sequence[int], dtype: torch.dtype, input_major: bool) -> torch.Tensor:
+        """An uninitialised tensor of logical ``shape``, laid out input-major if asked
+        (the last two dims swapped in memory, as :func:`input_major` does)."""
+        n = int(np.prod(shape)) * dtype.itemsize
+        flat = self.block[self.used : self.used + n].view(dtype)
+        self.used += -(-n // self.ALIGN) * self.ALIGN
+        if input_major:
+            stored = (*shape[:-2], shape[-1], shape[-2])
+            return flat.view(stored).transpose(-1, -2)
+        return flat.view(tuple(shape))
+
+
 def keep_experts_packed(checkpoint, device: torch.device, dtype: torch.dtype, moe) -> bool:
     """Whether MXFP4 expert weights stay packed (see the module docstring)."""
     names = [n for n in checkpoint.names() if n.endswith(EXPERT_WEIGHTS) and checkpoint.is_mxfp4(n)]
@@ -133,6 +192,8 @@ def keep_experts_packed(checkpoint, device: torch.device, dtype: torch.dtype, mo
 def checkpoint_shape(checkpoint, name: str) -> tuple[int, ...]:
     if hasattr(checkpoint, "shape"):
         return tuple(checkpoint.shape(name))
+    if not checkpoint.is_mxfp4(name):
+        return tuple(checkpoint.tensor(name).shape)  # a memory map: no data read
     blocks, _ = checkpoint.mxfp4(name)
     return (*blocks.shape[:-2], blocks.shape[-2] * 32)
 
@@ -167,34 +228,65 @@ def load_transformer(
         model = Transformer(config, attention=attention, moe=moe, init=False)
     modules = dict(model.named_modules())
     transposable = fast_layout and isinstance(moe, TorchMoE)
-    for name, _ in list(model.named_parameters()):
+
+    def target_dtype(name: str) -> torch.dtype:
+        return torch.float32 if name.endswith(FLOAT32_SUFFIXES) else dtype
+
+    def packed_expert(name: str) -> bool:
+        return name.rpartition(".")[2] in EXPERT_WEIGHTS and checkpoint.is_mxfp4(name) and packed
+
+    shapes = {name: checkpoint_shape(checkpoint, name) for name, _ in model.named_parameters()}
+
+    def lay_out_input_major(name: str) -> bool:
+        is_expert = name.rpartition(".")[2] in EXPERT_WEIGHTS
+        return (
+            fast_layout
+            and len(shapes[name]) >= 2
+            and name != "embedding.weight"
+            and (transposable or not is_expert)
+        )
+
+    arena = None
+    if fast_layout and device.type == "cpu":  # inference on the host: one huge-page block
+        arena = WeightArena(
+            WeightArena.size_of(
+                [
+                    (shape, target_dtype(name))
+                    for name, shape in shapes.items()
+                    if not packed_expert(name)
+                ]
+            )
+        )
+    for name in shapes:
         owner_name, _, attr = name.rpartition(".")
         owner = modules[owner_name]
-        is_expert = attr in EXPERT_WEIGHTS
-        if is_expert and checkpoint.is_mxfp4(name):
+        if packed_expert(name):
             blocks, scales = (
                 torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in checkpoint.mxfp4(name)
             )
-            if packed:
-                del owner._parameters[attr]
-                setattr(owner, attr, MXFP4Weight(blocks, scales, dtype))
-                continue
-            value = torch.stack(
+            del owner._parameters[attr]
+            setattr(owner, attr, MXFP4Weight(blocks, scales, dtype))
+            continue
+        if attr in EXPERT_WEIGHTS and checkpoint.is_mxfp4(name):
+            blocks, scales = (
+                torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in checkpoint.mxfp4(name)
+            )
+            source = torch.stack(
                 [dequantize_mxfp4(blocks[e], scales[e], dtype) for e in range(len(blocks))]
             )
+            mapped = False
         else:
-            target = torch.float32 if name.endswith(FLOAT32_SUFFIXES) else dtype
-            source = host_tensor(checkpoint, name)
-            value = source.to(device=device, dtype=target)
-            if value.data_ptr() == source.data_ptr():
+            source, mapped = host_tensor(checkpoint, name), True
+        transpose = lay_out_input_major(name)
+        if arena is not None:  # one copy, from the map (or dequantised) into the arena
+            value = arena.take(shapes[name], target_dtype(name), transpose)
+            value.copy_(source)
+        else:
+            value = source.to(device=device, dtype=target_dtype(name))
+            if mapped and value.data_ptr() == source.data_ptr():
                 value = value.clone()  # own the memory: the checkpoint's map may close
-        if (
-            fast_layout
-            and value.dim() >= 2
-            and name != "embedding.weight"
-            and (transposable or not is_expert)
-        ):
-            value = input_major(value)
+            if transpose:
+                value = input_major(value)
         owner._parameters[attr] = nn.Parameter(value, requires_grad=False)
     return model.eval()
 
