@@ -231,7 +231,6 @@ class TritonRuntime:
         self.use_graphs = (
             use_graphs and device.type == "cuda" and self._attention is None and self._moe is None
         )
-        self._graph_pool = None
 
         def f32(name):
             return weights[name].to(device=device, dtype=torch.float32)
@@ -468,15 +467,16 @@ class TritonRuntime:
         """Warm up on a side stream (compiles kernels, computes this step), then capture."""
         static_tokens = torch.from_numpy(tokens).to(self._device)
         static_offsets = torch.from_numpy(offsets).to(self._device)
-        if self._graph_pool is None:
-            self._graph_pool = torch.cuda.graph_pool_handle()
         side = torch.cuda.Stream(self._device)
         side.wait_stream(torch.cuda.current_stream(self._device))
         with torch.cuda.stream(side):
             self._forward(static_tokens, cache, static_offsets, True)
         torch.cuda.current_stream(self._device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._graph_pool):
+        # a private memory pool per graph: a pool shared across caches outlives the graphs
+        # that made it, and capturing into it again trips the caching allocator's assertion
+        # (`use_count > 0`, seen on an H100 with torch 2.11)
+        with torch.cuda.graph(graph):
             logits = self._forward(static_tokens, cache, static_offsets, True)
         # the capture ran nothing: replay once so `logits` holds this step
         graph.replay()

@@ -24,15 +24,17 @@ def test_route_topk_softmax_and_ties(device):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gate_route_fused(dtype, device):
+@pytest.mark.parametrize("N", [20, 1])  # 1: the GEMV + top-k path of decode
+def test_gate_route_fused(dtype, N, device):
     g = torch.Generator().manual_seed(1)
-    N, H, E, k = 20, 48, 6, 2
+    H, E, k = 48, 6, 2
     x = torch.randn(N, H, generator=g).to(device, dtype)
     wg = torch.randn(E, H, generator=g).to(device, dtype)
     bg = torch.randn(E, generator=g).to(device, dtype)
     idx, w = moe.gate_route(x, wg, bg, k)
     logits = oracle.linear(f64(x), f64(wg), f64(bg))
     ref_idx, ref_w = oracle.route(logits, k)
+    assert idx.shape == (N, k) and w.shape == (N, k)
     assert (idx.cpu().numpy() == ref_idx).mean() > 0.95  # near-ties may flip in low precision
     same = (idx.cpu().numpy() == ref_idx).all(axis=1)
     assert rel_err(w[same], ref_w[same]) < TOL[dtype]
@@ -58,12 +60,13 @@ def test_align_groups_pairs_by_expert(device):
     assert (sorted_pairs[num_blocks * BM :] == N * k).all()
 
 
-def test_mxfp4_decode_every_code_and_scale(device):
+@pytest.mark.parametrize("f32_codes", [False, True])
+def test_mxfp4_decode_every_code_and_scale(f32_codes, device):
     codes = np.arange(256, dtype=np.uint8)  # every (low, high) nibble pair
     blocks = np.tile(codes.reshape(16, 16), (4, 1)).reshape(4, 16, 1, 16)  # (E=4, rows, 1, 16)
     scales = np.array([127, 120, 135, 2], dtype=np.uint8)[:, None, None].repeat(16, 1)
     w = moe.MXFP4Weight(torch.from_numpy(blocks).to(device), torch.from_numpy(scales).to(device))
-    out = moe.dequantize(w).cpu().numpy()
+    out = moe.dequantize(w, f32_codes=f32_codes).cpu().numpy()
     ref = oracle.mxfp4_decode(blocks, scales)
     np.testing.assert_array_equal(out, ref.astype(np.float32))
 
@@ -96,6 +99,8 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
         (19, moe.ExpertConfig(16, 32, 32, 32, 32, fp16_groups=True)),
         (1, moe.ExpertConfig(1, 16, 64, 32, 64, gemv=True)),  # batch-1 GEMV, partial K tile
         (3, moe.ExpertConfig(1, 32, 32, 16, 32, gemv=True)),  # dense weights fall back
+        (2, moe.ExpertConfig(1, 16, 64, 32, 64, gemv=True, f32_codes=True)),  # float32 codes
+        (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True)),
     ],
 )
 def test_experts_against_oracle(dtype, mxfp4, N, cfg, device):

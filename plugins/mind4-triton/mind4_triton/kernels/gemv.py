@@ -51,14 +51,21 @@ def _gemv_kernel(X, W, B, Y, N, K, stride_w, HAS_BIAS: tl.constexpr, BLOCK_N: tl
     tl.store(Y + rows, y.to(Y.dtype.element_ty), mask=row_ok)
 
 
-def gemv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: GemvConfig) -> torch.Tensor:
-    """``x (1, K) @ w (N, K)ᵀ + b (N,)`` -> ``(1, N)`` in x's dtype, by the Triton kernel."""
+def gemv(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    cfg: GemvConfig,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``x (1, K) @ w (N, K)ᵀ + b (N,)`` -> ``(1, N)`` in ``out_dtype`` (default x's
+    dtype), by the Triton kernel; float32 accumulation."""
     M, K = x.shape
     N = w.shape[0]
     if M != 1 or w.shape[1] != K or w.stride(1) != 1:
         raise ValueError(f"gemv needs x (1, K) and a row-major w (N, K); got {x.shape}, {w.shape}")
     x = x.contiguous()
-    y = torch.empty((1, N), device=x.device, dtype=x.dtype)
+    y = torch.empty((1, N), device=x.device, dtype=out_dtype or x.dtype)
     _gemv_kernel[(triton.cdiv(N, cfg.block_n),)](
         x, w, b if b is not None else w, y, N, K, w.stride(0),
         HAS_BIAS=b is not None, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,

@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from .attention import dot_precision
+from .gemv import GemvConfig, gemv
 
 
 class MXFP4Weight(NamedTuple):
@@ -176,6 +177,11 @@ def gate_route(
     """Router logits of ``x (N, H)`` with ``gate (E, H)`` + bias, then :func:`route`."""
     N, H = x.shape
     E = gate_weight.shape[0]
+    if N == 1 and indices is None and weights is None:
+        # one token: the fused kernel would be one program walking all of H (~17 µs on an
+        # H100); a GEMV over E programs, then the top-k, take two short launches
+        logits = gemv(x, gate_weight, gate_bias, GemvConfig(1, 512, 4), out_dtype=torch.float32)
+        return route(logits, k)
     if indices is None:
         indices = torch.empty((N, k), device=x.device, dtype=torch.int32)
     if weights is None:
@@ -298,22 +304,44 @@ def align(indices: torch.Tensor, n_experts: int, block_m: int) -> Alignment:
 # ----------------------------------------------------------------------------- 3-4. experts
 
 
+#: float32 bits ``1 000 0000 111 0…0``: the sign and the three exponent/mantissa bits an
+#: E2M1 code lands on after ``(code << 28) >> 6`` (as int32: 0x81C00000)
+_F32_CODE_MASK = tl.constexpr(-2118123520)
+#: activations are multiplied by 2^64 before meeting float32-coded weights (value · 2^-126),
+#: so the products (value · x · 2^-62) stay normal numbers; group sums are scaled back by 2^62
+_X_SCALE = tl.constexpr(1.8446744073709552e19)
+_GROUP_UNSCALE = tl.constexpr(4.611686018427388e18)
+#: 2^126: float32-coded weights (value · 2^-126) back to their values
+_CODE_UNSCALE = tl.constexpr(8.507059173023462e37)
+
+
 @triton.jit
-def _mxfp4_tile(packed, scales, BN: tl.constexpr, BK: tl.constexpr):
+def _mxfp4_tile(
+    packed, scales, BN: tl.constexpr, BK: tl.constexpr, F32_CODES: tl.constexpr = False
+):
     """Decode ``packed uint8 (BN, BK/2)`` + ``scales uint8 (BN, BK/32)`` to
     float32 ``(BN, BK)``.
 
-    Each byte holds two FP4 E2M1 codes, the low nibble the even element. A code
-    ``s eem`` is built directly as float32 bits: magnitude codes 2..7
-    (``e >= 1``) are ``2^(e-1)·(1 + m/2)``, i.e. exponent field ``e + 126``
-    and mantissa bit ``m`` — which is ``(em << 22) + (126 << 23)``; code 1 is
-    0.5 (``126 << 23``); code 0 is zero. The E8M0 scale byte ``s`` is the
-    float32 ``2^(s-127)``: exponent field ``s``, i.e. ``s << 23``.
+    Each byte holds two FP4 E2M1 codes, the low nibble the even element. The E8M0
+    scale byte ``s`` is the float32 ``2^(s-127)``: exponent field ``s``, i.e. ``s << 23``.
+    A code ``s eem`` becomes float32 bits in one of two ways (both exact):
+
+    - ``F32_CODES``: ``((code << 28) >> 6) & 0x81C00000`` (arithmetic shift; the mask
+      drops the copies of the sign bit) puts the sign at bit 31 and ``eem`` at bits
+      22..24: ``value · 2^-126``, code 1 a subnormal; times ``2^126``. Three integer
+      operations and a multiply per weight.
+    - otherwise: magnitude codes 2..7 (``e >= 1``) are ``2^(e-1)·(1 + m/2)``, i.e.
+      exponent field ``e + 126`` and mantissa bit ``m`` — ``(em << 22) + (126 << 23)``;
+      code 1 is 0.5 (``126 << 23``); code 0 is zero; the sign is bit 3 -> 31.
     """
     codes = tl.join(packed & 0xF, packed >> 4).reshape(BN, BK).to(tl.int32)  # (BN, BK)
-    em = codes & 7
-    magnitude = tl.where(em >= 2, (em << 22) + (126 << 23), tl.where(em == 1, 126 << 23, 0))
-    values = (magnitude | ((codes & 8) << 28)).to(tl.float32, bitcast=True)
+    if F32_CODES:
+        bits = ((codes << 28) >> 6) & _F32_CODE_MASK
+        values = bits.to(tl.float32, bitcast=True) * _CODE_UNSCALE
+    else:
+        em = codes & 7
+        magnitude = tl.where(em >= 2, (em << 22) + (126 << 23), tl.where(em == 1, 126 << 23, 0))
+        values = (magnitude | ((codes & 8) << 28)).to(tl.float32, bitcast=True)
     scale = (scales.to(tl.int32) << 23).to(tl.float32, bitcast=True)  # (BN, BK/32)
     values = values.reshape(BN, BK // 32, 32) * scale[:, :, None]
     return values.reshape(BN, BK)
@@ -346,22 +374,45 @@ def _group_scale(scales):
 
 
 @triton.jit
-def _fp4_gemv_group(packed, scales, x_even, x_odd, BN: tl.constexpr, BK: tl.constexpr):
+def _fp4_gemv_group(
+    packed, scales, x_even, x_odd, BN: tl.constexpr, BK: tl.constexpr, F32_CODES: tl.constexpr
+):
     """``w (BN, BK) @ x (BK,)`` for an MXFP4 tile given as ``packed (BN, BK/2)`` uint8
-    and ``scales (BN, BK/32)``, with no matrix instruction (the batch-1 GEMV): each
-    code is decoded to float16 bits as in :func:`_fp4_group_dot`, widened, multiplied
-    by the even (low nibble) or odd (high nibble) element of x, summed per scale group,
-    scaled, and summed -> float32 ``(BN,)``."""
-    p = packed.to(tl.uint16)
-    lo = (((p & 0x07) << 9) | ((p & 0x08) << 12)).to(tl.float16, bitcast=True).to(tl.float32)
-    hi = (((p & 0x70) << 5) | ((p & 0x80) << 8)).to(tl.float16, bitcast=True).to(tl.float32)
-    prod = lo * x_even[None, :] + hi * x_odd[None, :]  # (BN, BK/2): value · 2^-14 · x
-    per_group = tl.sum(prod.reshape(BN, BK // 32, 16), axis=2) * 16384.0  # (BN, BK/32)
+    and ``scales (BN, BK/32)``, with no matrix instruction (the batch-1 GEMV): decode,
+    multiply by the even (low nibble) or odd (high nibble) element of x, sum per scale
+    group, scale, sum -> float32 ``(BN,)``.
+
+    Two decodings (both exact):
+
+    - ``F32_CODES``: a code ``s eem`` shifted to bits 28..31 of an int32 and shifted
+      back arithmetically by 6 leaves ``s`` at bit 31 and ``eem`` at bits 22..24
+      (the copies of ``s`` that the shift smears over bits 25..30 are masked off):
+      exactly ``value · 2^-126`` as float32 bits, code 1 a subnormal — three integer
+      operations per weight and no conversion. ``x_even``/``x_odd`` must arrive
+      multiplied by ``2^64`` (``_X_SCALE``).
+    - otherwise: float16 bits as in :func:`_fp4_group_dot` (``value · 2^-14``), widened
+      to float32.
+    """
+    if F32_CODES:
+        p = packed.to(tl.int32)
+        lo = (((p << 28) >> 6) & _F32_CODE_MASK).to(tl.float32, bitcast=True)
+        hi = (((p << 24) >> 6) & _F32_CODE_MASK).to(tl.float32, bitcast=True)
+        unscale = _GROUP_UNSCALE
+    else:
+        p = packed.to(tl.uint16)
+        lo = (((p & 0x07) << 9) | ((p & 0x08) << 12)).to(tl.float16, bitcast=True)
+        hi = (((p & 0x70) << 5) | ((p & 0x80) << 8)).to(tl.float16, bitcast=True)
+        lo, hi = lo.to(tl.float32), hi.to(tl.float32)
+        unscale = 16384.0
+    prod = lo * x_even[None, :] + hi * x_odd[None, :]  # (BN, BK/2)
+    per_group = tl.sum(prod.reshape(BN, BK // 32, 16), axis=2) * unscale  # (BN, BK/32)
     return tl.sum(per_group * _group_scale(scales), axis=1)
 
 
 @triton.jit
-def _dequant_kernel(Blocks, Scales, Out, R, C, BR: tl.constexpr, BC: tl.constexpr):
+def _dequant_kernel(
+    Blocks, Scales, Out, R, C, BR: tl.constexpr, BC: tl.constexpr, F32_CODES: tl.constexpr
+):
     rows = tl.program_id(0) * BR + tl.arange(0, BR)
     cb = tl.program_id(1) * (BC // 2) + tl.arange(0, BC // 2)
     cs = tl.program_id(1) * (BC // 32) + tl.arange(0, BC // 32)
@@ -370,19 +421,20 @@ def _dequant_kernel(Blocks, Scales, Out, R, C, BR: tl.constexpr, BC: tl.constexp
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
     tl.store(
         Out + rows[:, None] * C + cols[None, :],
-        _mxfp4_tile(packed, scales, BR, BC),
+        _mxfp4_tile(packed, scales, BR, BC, F32_CODES),
         mask=(rows < R)[:, None],
     )
 
 
-def dequantize(w: MXFP4Weight) -> torch.Tensor:
-    """The float32 matrix ``(..., rows, cols)`` of an MXFP4 weight (for tests and tools)."""
+def dequantize(w: MXFP4Weight, f32_codes: bool = False) -> torch.Tensor:
+    """The float32 matrix ``(..., rows, cols)`` of an MXFP4 weight (for tests and tools);
+    ``f32_codes`` picks the decoding of :func:`_mxfp4_tile`."""
     *lead, rows, groups, _ = w.blocks.shape
     R, C = int(np.prod(lead, dtype=np.int64)) * rows, groups * 32
     out = torch.empty((R, C), device=w.blocks.device, dtype=torch.float32)
     BC = 32 if C % 64 else 64
     _dequant_kernel[(triton.cdiv(R, 16), C // BC)](
-        w.blocks.contiguous(), w.scales.contiguous(), out, R, C, BR=16, BC=BC
+        w.blocks.contiguous(), w.scales.contiguous(), out, R, C, BR=16, BC=BC, F32_CODES=f32_codes
     )
     return out.view(*lead, rows, C)
 
@@ -403,6 +455,7 @@ def _load_weight_tile(
     MXFP4: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
+    F32_CODES: tl.constexpr,
 ):
     """Rows ``w_rows (BN,)`` of expert ``e``'s weight, columns ``k0 .. k0+BK`` -> float32 or
     the stored dtype ``(BN, BK)``."""
@@ -419,7 +472,7 @@ def _load_weight_tile(
             mask=row_ok[:, None] & (ks < KDIM // 32)[None, :],
             other=0,
         )
-        return _mxfp4_tile(packed, scales, BN, BK)
+        return _mxfp4_tile(packed, scales, BN, BK, F32_CODES)
     else:
         kk = k0 + tl.arange(0, BK)
         return tl.load(
@@ -453,6 +506,7 @@ def _moe_mlp1_kernel(
     TOPK: tl.constexpr,
     MXFP4: tl.constexpr,
     FP16_GROUPS: tl.constexpr,
+    F32_CODES: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -511,6 +565,7 @@ def _moe_mlp1_kernel(
                 MXFP4,
                 BLOCK_N,
                 BLOCK_K,
+                F32_CODES,
             )
             w_lin = _load_weight_tile(
                 W,
@@ -527,6 +582,7 @@ def _moe_mlp1_kernel(
                 MXFP4,
                 BLOCK_N,
                 BLOCK_K,
+                F32_CODES,
             )
             acc_glu = tl.dot(x, tl.trans(w_glu.to(x.dtype)), acc_glu, input_precision=DOT_PRECISION)
             acc_lin = tl.dot(x, tl.trans(w_lin.to(x.dtype)), acc_lin, input_precision=DOT_PRECISION)
@@ -567,6 +623,7 @@ def _moe_mlp2_kernel(
     I,
     MXFP4: tl.constexpr,
     FP16_GROUPS: tl.constexpr,
+    F32_CODES: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -620,6 +677,7 @@ def _moe_mlp2_kernel(
                 MXFP4,
                 BLOCK_N,
                 BLOCK_K,
+                F32_CODES,
             )
             acc = tl.dot(a, tl.trans(w.to(a.dtype)), acc, input_precision=DOT_PRECISION)
 
@@ -653,6 +711,7 @@ def _moe_mlp1_gemv_kernel(
     TOPK: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    F32_CODES: tl.constexpr,
 ):
     """Few-token mlp1 + SwiGLU with MXFP4 weights: one program per (pair, tile of
     activation columns), ``act[pair, j]`` in pair order. No grouping step: the
@@ -678,12 +737,14 @@ def _moe_mlp1_gemv_kernel(
         s_ok = j_ok[:, None] & (k0 // 32 + g < H // 32)[None, :]
         x_even = tl.load(x_row + k0 + 2 * c, mask=c_ok, other=0.0).to(tl.float32)
         x_odd = tl.load(x_row + k0 + 2 * c + 1, mask=c_ok, other=0.0).to(tl.float32)
+        if F32_CODES:
+            x_even, x_odd = x_even * _X_SCALE, x_odd * _X_SCALE
         packed = tl.load(w_glu + k0 // 2, mask=w_ok, other=0)
         scales = tl.load(s_glu + k0 // 32, mask=s_ok, other=0)
-        acc_glu += _fp4_gemv_group(packed, scales, x_even, x_odd, BLOCK_N, BLOCK_K)
+        acc_glu += _fp4_gemv_group(packed, scales, x_even, x_odd, BLOCK_N, BLOCK_K, F32_CODES)
         packed = tl.load(w_glu + stride_wr + k0 // 2, mask=w_ok, other=0)
         scales = tl.load(s_glu + stride_sr + k0 // 32, mask=s_ok, other=0)
-        acc_lin += _fp4_gemv_group(packed, scales, x_even, x_odd, BLOCK_N, BLOCK_K)
+        acc_lin += _fp4_gemv_group(packed, scales, x_even, x_odd, BLOCK_N, BLOCK_K, F32_CODES)
 
     bias = Bias + e * stride_be
     glu = acc_glu + tl.load(bias + 2 * j, mask=j_ok, other=0.0).to(tl.float32)
@@ -714,6 +775,7 @@ def _moe_mlp2_gemv_kernel(
     I,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    F32_CODES: tl.constexpr,
 ):
     """Few-token mlp2 with MXFP4 weights: ``y[pair, n] = gate · (act[pair] @ mlp2[e]ᵀ + b2[e])``."""
     pid_n = tl.program_id(0)
@@ -732,11 +794,13 @@ def _moe_mlp2_gemv_kernel(
         c_ok = k0 // 2 + c < I // 2
         a_even = tl.load(a_row + k0 + 2 * c, mask=c_ok, other=0.0).to(tl.float32)
         a_odd = tl.load(a_row + k0 + 2 * c + 1, mask=c_ok, other=0.0).to(tl.float32)
+        if F32_CODES:
+            a_even, a_odd = a_even * _X_SCALE, a_odd * _X_SCALE
         packed = tl.load(w_ptrs + k0 // 2, mask=n_ok[:, None] & c_ok[None, :], other=0)
         scales = tl.load(
             s_ptrs + k0 // 32, mask=n_ok[:, None] & (k0 // 32 + g < I // 32)[None, :], other=0
         )
-        acc += _fp4_gemv_group(packed, scales, a_even, a_odd, BLOCK_N, BLOCK_K)
+        acc += _fp4_gemv_group(packed, scales, a_even, a_odd, BLOCK_N, BLOCK_K, F32_CODES)
 
     y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)
     y = y * tl.load(Gates + pair)
@@ -752,7 +816,9 @@ class ExpertConfig(NamedTuple):
     ``gemv``: with MXFP4 weights, one program per (pair, column tile) and no matrix
     instruction and no grouping step (:func:`_moe_mlp1_gemv_kernel`) — for a handful
     of pairs, where a ``tl.dot`` tile of 16 rows would be 15/16 padding; ``block_m``
-    does not apply. Dense weights fall back to ``TUNED["decode"]``.
+    does not apply. Dense weights fall back to ``TUNED["decode"]``. ``f32_codes``: MXFP4
+    codes are decoded by shifts straight to float32 bits (:func:`_mxfp4_tile`,
+    :func:`_fp4_gemv_group`).
     """
 
     block_m: int
@@ -764,12 +830,13 @@ class ExpertConfig(NamedTuple):
     num_stages: int = 3
     fp16_groups: bool = False
     gemv: bool = False
+    f32_codes: bool = False
 
 
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
 #: ``mind4_triton.bench --kernels`` times the variants and may replace them for its run
 TUNED = {
-    "gemv": ExpertConfig(1, 32, 256, 32, 256, num_warps=4, num_stages=3, gemv=True),
+    "gemv": ExpertConfig(1, 8, 512, 8, 512, num_warps=2, num_stages=2, gemv=True),
     "decode": ExpertConfig(16, 32, 128, 64, 128, num_warps=4, num_stages=3),
     "prefill": ExpertConfig(128, 64, 64, 128, 64, num_warps=8, num_stages=3),
 }
@@ -833,6 +900,7 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
         TOPK=topk,
         MXFP4=mx,
         FP16_GROUPS=mx and cfg.fp16_groups and x.dtype != torch.float32,
+        F32_CODES=cfg.f32_codes,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n1,
         BLOCK_K=cfg.block_k1,
@@ -871,6 +939,7 @@ def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: 
         I,
         MXFP4=mx,
         FP16_GROUPS=mx and cfg.fp16_groups and act.dtype != torch.float32,
+        F32_CODES=cfg.f32_codes,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n2,
         BLOCK_K=cfg.block_k2,
@@ -908,7 +977,7 @@ def expert_rows(
             x, indices, W, S, mlp1_bias, act,
             x.stride(0), swe, swr, sse, ssr, mlp1_bias.stride(0), act.stride(0),
             H, I, float(swiglu_limit),
-            TOPK=k, BLOCK_N=cfg.block_n1, BLOCK_K=cfg.block_k1,
+            TOPK=k, BLOCK_N=cfg.block_n1, BLOCK_K=cfg.block_k1, F32_CODES=cfg.f32_codes,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
         W, S, swe, swr, sse, ssr, _ = _weight_args(mlp2_weight)
@@ -916,7 +985,7 @@ def expert_rows(
             act, indices, W, S, mlp2_bias, gates, y,
             act.stride(0), swe, swr, sse, ssr, mlp2_bias.stride(0), y.stride(0),
             H, I,
-            BLOCK_N=cfg.block_n2, BLOCK_K=cfg.block_k2,
+            BLOCK_N=cfg.block_n2, BLOCK_K=cfg.block_k2, F32_CODES=cfg.f32_codes,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
         return y
