@@ -7,7 +7,8 @@ module computes exactly what :class:`mind4_torch.model.Transformer` computes for
 ``tokens (1, 1)`` with a KV cache, as a flat loop over pre-bound weights:
 
 - no module calls, no shape checks, views instead of reshapes;
-- RoPE as ``x * cos + roll(x, D/2) * sin`` on q and k heads together;
+- RoPE as one ``(D, D)`` rotation matrix per token (``x @ rot = x * cos + roll(x, D/2) *
+  sin``), applied to q and k heads together by one matmul per layer;
 - attention on the visible cache slice only, no mask (a single query sees all of it);
 - the ``k`` selected experts only.
 
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from .attention import TorchAttention
-from .moe import TorchMoE, one_token, swiglu
+from .moe import TorchMoE, one_token
 from .util import cast, float32
 
 
@@ -61,21 +62,31 @@ class MatVec:
     (``beta=0.5`` on the broadcast bias) and the two partial rows are summed.
     Holds views of ``W`` and ``b``: in-place updates are seen."""
 
-    def __init__(self, w: torch.Tensor, b: torch.Tensor | None):
+    def __init__(self, w: torch.Tensor, b: torch.Tensor | None, split: bool | None = None):
         self.w, self.b = w, b
-        self.split = split_pays(w)
+        self.split = split_pays(w) if split is None else split
         if self.split:
             out, n = w.shape
             self.halves = w.t().view(2, n // 2, out)  # (2, in/2, out)
             self.half_bias = None if b is None else b.view(1, 1, out).expand(2, 1, out)
+            self.ones = torch.ones(1, 2, dtype=w.dtype, device=w.device)  # sums the halves
+
+    def partial(self, x: torch.Tensor) -> torch.Tensor:  # (1, in) -> (2, 1, out), sum: x Wᵀ + b
+        x2 = x.view(2, 1, -1)  # (2, 1, in/2)
+        if self.half_bias is None:
+            return torch.bmm(x2, self.halves)
+        return torch.baddbmm(self.half_bias, x2, self.halves, beta=0.5)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.split:
             return F.linear(x, self.w, self.b)
-        x2 = x.view(2, 1, -1)  # (2, 1, in/2)
-        if self.half_bias is None:
-            return torch.bmm(x2, self.halves).sum(0)  # (1, out)
-        return torch.baddbmm(self.half_bias, x2, self.halves, beta=0.5).sum(0)  # (1, out)
+        return self.partial(x).sum(0)  # (1, out)
+
+    def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``residual + x Wᵀ + b``: split, one ``addmm`` sums the halves onto the residual."""
+        if not self.split:
+            return residual + F.linear(x, self.w, self.b)
+        return torch.addmm(residual, self.ones, self.partial(x).view(2, -1))  # (1, out)
 
 
 class Experts:
@@ -86,12 +97,17 @@ class Experts:
     matmul for the first matrices, one for the second; the gates weight and sum the
     ``n`` outputs in one ``addmm`` that also adds the residual."""
 
-    def __init__(self, w1, b1, w2, b2, limit: float):
+    def __init__(self, w1, b1, w2, b2, limit: float, split: bool | None = None):
         self.limit = limit
-        self.split = all(isinstance(w, torch.Tensor) and split_pays(w) for w in (w1, w2))
+        dense = all(isinstance(w, torch.Tensor) for w in (w1, w2))
+        self.split = dense and (all(split_pays(w) for w in (w1, w2)) if split is None else split)
         if self.split:
             self.tensors = (w1, b1.unsqueeze(1), w2, b2.unsqueeze(1))  # biases (E, 1, out)
             self.views: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
+            # SwiGLU's clamps as one: glu (even columns) <= limit, -limit <= lin (odd ones)
+            I = b1.shape[-1] // 2  # noqa: E741
+            self.low = torch.tensor([-float("inf"), -limit], dtype=b1.dtype).repeat(I)  # (2I,)
+            self.high = torch.full((2 * I,), limit, dtype=b1.dtype)  # (2I,)
         else:
             self.per_expert = tuple(per_expert(w) for w in (w1, b1, w2, b2))
 
@@ -125,8 +141,10 @@ class Experts:
         for j in range(0, len(chosen), 2):
             w1, b1, w2, b2 = self.batch(tuple(chosen[j : j + 2]))
             n = w1.shape[0]
-            h = torch.baddbmm(b1, x.expand(n, 1, H), w1)  # (n, 1, 2I)
-            y = torch.baddbmm(b2, swiglu(h, self.limit), w2)  # (n, 1, H)
+            h = torch.baddbmm(b1, x.expand(n, 1, H), w1).clamp_(self.low, self.high)  # (n, 1, 2I)
+            glu, lin = h[..., 0::2], h[..., 1::2]  # (n, 1, I) each, clamped
+            a = glu * torch.sigmoid(1.702 * glu)
+            y = torch.baddbmm(b2, torch.addcmul(a, a, lin), w2)  # (n, 1, H): SwiGLU, then mlp2
             residual = torch.addmm(residual, gates[:, j : j + n], y.view(n, H))  # (1, H)
         return residual
 
@@ -175,6 +193,7 @@ class DecodeStep:
             for block in model.block
         ]
         self.unembedding = MatVec(model.unembedding.weight, None)
+        self.zero = torch.zeros((), device=model.unembedding.weight.device)  # beta=0's input
         self.modules = list(model.modules())
 
     def applies(self) -> bool:
@@ -192,6 +211,8 @@ class DecodeStep:
         Hq, Hkv, D, k = self.Hq, self.Hkv, self.D, self.k
         G = Hq // Hkv
         cos, sin = model.rope.at(pos, token.device)  # (D,) each
+        # RoPE as a matrix: x @ rot = x * cos + roll(x, D/2) * sin, shared by every layer
+        rot = torch.diag(cos).add_(torch.diag(sin).roll(D // 2, 0))  # (D, D) float32
         x = model.embedding.weight[token.view(1)]  # (1, H)
 
         rows = cache.rows()  # per layer: keys, values of row 0, (max_tokens, Hkv, D) each
@@ -199,21 +220,20 @@ class DecodeStep:
             n1, qkv_proj, sinks, out_proj, window, sm_scale, n2, wg, bg, experts = layer
             # attention
             qkv = qkv_proj(self.rms_norm(x, n1)).view(Hq + 2 * Hkv, D)  # (Hq + 2 Hkv, D)
-            qk, v = qkv.split_with_sizes([Hq + Hkv, Hkv])  # (Hq + Hkv, D), (Hkv, D)
-            qk32 = float32(qk)
-            qk = cast(torch.addcmul(qk32 * cos, qk32.roll(D // 2, -1), sin), qk.dtype)  # RoPE
-            q, k_new = qk.split_with_sizes([Hq, Hkv])  # (Hq, D), (Hkv, D)
-            key_cache[pos].copy_(k_new)
-            value_cache[pos].copy_(v)
+            qk = cast(torch.mm(float32(qkv[: Hq + Hkv]), rot), qkv.dtype)  # q, k heads rotated
+            key_cache[pos].copy_(qk[Hq:])
+            value_cache[pos].copy_(qkv[Hq + Hkv :])
             start = max(0, pos - window + 1) if window else 0  # the visible keys: no mask needed
             keys = float32(key_cache[start : pos + 1])  # (S, Hkv, D)
             values = float32(value_cache[start : pos + 1])  # (S, Hkv, D)
-            scores = torch.bmm(float32(q).view(Hkv, G, D), keys.permute(1, 2, 0))  # (Hkv, G, S)
-            scores.mul_(sm_scale)
+            q = float32(qk[:Hq]).view(Hkv, G, D)  # (Hkv, G, D)
+            scores = torch.baddbmm(
+                self.zero, q, keys.permute(1, 2, 0), beta=0, alpha=sm_scale
+            )  # (Hkv, G, S) = q kᵀ · sm_scale
             scores = torch.cat([scores, sinks.view(Hkv, G, 1)], dim=-1)  # the sink column
             probs = torch.softmax(scores, dim=-1)[..., :-1]  # (Hkv, G, S)
             o = torch.bmm(probs, values.transpose(0, 1)).view(1, Hq * D)  # (1, Hq D)
-            x = x + out_proj(cast(o, x.dtype))  # (1, H)
+            x = out_proj.add_to(x, cast(o, x.dtype))  # (1, H)
 
             # mixture of experts
             t = self.rms_norm(x, n2)  # (1, H)
