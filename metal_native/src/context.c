@@ -11,7 +11,8 @@ static void context_free(mind4_context* ctx) {
     void* bufs[] = {ctx->tokens,       ctx->logits,        ctx->x,           ctx->xn,          ctx->qkv,
                     ctx->attn,         ctx->tmp,           ctx->gate_logits, ctx->gate_weights, ctx->gate_indices,
                     ctx->pair_order,   ctx->expert_counts, ctx->moe_x,       ctx->moe_h,       ctx->moe_a,
-                    ctx->moe_y,        ctx->rope_cos,      ctx->rope_sin,    ctx->scratch,     ctx->jobs};
+                    ctx->moe_y,        ctx->rope_cos,      ctx->rope_sin,    ctx->scratch,     ctx->jobs,
+                    ctx->dec_state,    ctx->dec_parts,     ctx->dec_steals};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) m4_free(bufs[i]);
     free(ctx->k_cache); /* calloc: pages are touched only when used */
     free(ctx->v_cache);
@@ -81,6 +82,18 @@ mind4_status mind4_context_create(mind4_model* model, size_t max_tokens, mind4_c
     ctx->scratch = floats(m4_pool_size(model->pool), ctx->scratch_per_thread, &ok);
     ctx->jobs = (m4_matmul_job*)m4_alloc(E * sizeof(m4_matmul_job));
     ok = ok && ctx->jobs;
+    /* decode step: per thread x [H], xn [H], router logits [E], weights [k],
+     * indices and order [k, k] (as floats), SwiGLU input rows [chunk] */
+    size_t threads = m4_pool_size(model->pool), phases = 3 * L + 1;
+    size_t row_bytes = M4_MAX(m4_matrix_bytes(&model->layers[0].mlp1) / model->layers[0].mlp1.rows, (size_t)1);
+    ctx->dec_chunk_rows = M4_MIN(M4_MAX((size_t)32768 / row_bytes, (size_t)16), (size_t)256) & ~(size_t)15;
+#define PAD16(n) (((n) + 15) & ~(size_t)15)
+    ctx->dec_stride = 2 * PAD16(H) + PAD16(E) + 3 * PAD16(k) + PAD16(ctx->dec_chunk_rows);
+#undef PAD16
+    ctx->dec_state = floats(threads, ctx->dec_stride, &ok);
+    ctx->dec_parts = (m4_steal_part*)m4_calloc(phases * threads, sizeof(m4_steal_part));
+    ctx->dec_steals = (m4_steal*)m4_calloc(phases, sizeof(m4_steal));
+    ok = ok && ctx->dec_parts && ctx->dec_steals;
     if (!ok) {
         context_free(ctx);
         return m4_fail(MIND4_OUT_OF_MEMORY, "out of memory creating a context of %zu tokens", max_tokens);
@@ -243,27 +256,33 @@ typedef struct attention_decode_task {
     float *k_cache, *v_cache; /* this layer's caches [max_tokens, Hkv D] */
 } attention_decode_task;
 
+/* q, k, v of KV group g from xn (three row ranges of the qkv matrix), RoPE,
+ * the cache write and the group's attention. */
+static void attend_group(mind4_context* ctx, const m4_layer* Lw, const m4_sdpa_args* a, float* k_cache,
+                         float* v_cache, const float* xn, size_t g, float* scratch) {
+    const mind4_model_config* c = &ctx->model->config;
+    size_t H = c->hidden_size, D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
+    size_t group = nq / nkv, QKV = (nq + 2 * nkv) * D, KV = nkv * D, p0 = a->offset;
+    size_t first[3] = {g * group * D, nq * D + g * D, (nq + nkv) * D + g * D}; /* q, k, v rows */
+    size_t rows[3] = {group * D, D, D};
+    for (int part = 0; part < 3; part++) {
+        m4_matrix w = m4_matrix_rows(&Lw->qkv, first[part], rows[part]);
+        m4_matmul_job job = {&w, Lw->qkv_bias + first[part], xn, H, ctx->qkv + first[part], QKV, 1};
+        m4_matmul_rows(&job, 0, rows[part], scratch);
+    }
+    m4_rope_apply(ctx->qkv + first[0], 1, QKV, group, D, ctx->rope_cos, ctx->rope_sin);
+    m4_rope_apply(ctx->qkv + first[1], 1, QKV, 1, D, ctx->rope_cos, ctx->rope_sin);
+    memcpy(k_cache + p0 * KV + g * D, ctx->qkv + first[1], D * sizeof(float));
+    memcpy(v_cache + p0 * KV + g * D, ctx->qkv + first[2], D * sizeof(float));
+    m4_sdpa_decode_group(a, g, scratch);
+}
+
 static void attention_decode_worker(void* arg, size_t index, size_t count) {
     attention_decode_task* task = (attention_decode_task*)arg;
     mind4_context* ctx = task->ctx;
-    const m4_layer* Lw = task->Lw;
-    const mind4_model_config* c = &ctx->model->config;
-    size_t H = c->hidden_size, D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
-    size_t group = nq / nkv, QKV = (nq + 2 * nkv) * D, KV = nkv * D, p0 = task->a.offset;
     float* scratch = ctx->scratch + index * ctx->scratch_per_thread;
-    for (size_t g = index; g < nkv; g += count) {
-        size_t first[3] = {g * group * D, nq * D + g * D, (nq + nkv) * D + g * D}; /* q, k, v rows */
-        size_t rows[3] = {group * D, D, D};
-        for (int part = 0; part < 3; part++) {
-            m4_matrix w = m4_matrix_rows(&Lw->qkv, first[part], rows[part]);
-            m4_matmul_job job = {&w, Lw->qkv_bias + first[part], ctx->xn, H, ctx->qkv + first[part], QKV, 1};
-            m4_matmul_rows(&job, 0, rows[part], scratch);
-        }
-        m4_rope_apply(ctx->qkv + first[0], 1, QKV, group, D, ctx->rope_cos, ctx->rope_sin);
-        m4_rope_apply(ctx->qkv + first[1], 1, QKV, 1, D, ctx->rope_cos, ctx->rope_sin);
-        memcpy(task->k_cache + p0 * KV + g * D, ctx->qkv + first[1], D * sizeof(float));
-        memcpy(task->v_cache + p0 * KV + g * D, ctx->qkv + first[2], D * sizeof(float));
-        m4_sdpa_decode_group(&task->a, g, scratch);
+    for (size_t g = index; g < ctx->model->config.num_key_value_heads; g += count) {
+        attend_group(ctx, task->Lw, &task->a, task->k_cache, task->v_cache, ctx->xn, g, scratch);
     }
 }
 
@@ -293,11 +312,145 @@ static void attention(mind4_context* ctx, const m4_layer* Lw, size_t layer, size
     for (size_t i = 0; i < T * H; i++) ctx->x[i] += ctx->tmp[i];
 }
 
+/* ------------------------------------------------------- decode step */
+
+/* One decoded token in a single parallel task: every thread keeps its own
+ * copy of the residual stream x and recomputes the cheap serial steps
+ * (embedding row, RMSNorm, router, expert combine: identical results on every
+ * thread), so a layer needs only four barriers and no thread ever waits on a
+ * serial section. Per layer:
+ *   A  attention of this thread's KV groups (q/k/v rows, RoPE, cache, SDPA)
+ *   B  out projection rows                   -> tmp [H]
+ *   C  x += tmp, norm, router; mlp1 rows of the k experts with SwiGLU per chunk -> moe_a [k, I]
+ *   D  mlp2 rows of the k experts            -> moe_y [k, H]
+ * and at the end the unembedding rows -> logits. B, C, D and the unembedding
+ * are split by work stealing (each thread starts on the same rows every token
+ * and helps the others when done). The arithmetic of every output element is
+ * that of the per-kernel path, so results are bit-identical to it. */
+typedef struct decode_task {
+    mind4_context* ctx;
+    size_t p0; /* position of the token */
+} decode_task;
+
+/* x += sum over the k experts (in ascending expert order, like combine) of weight * y */
+static void decode_combine(const mind4_context* ctx, float* x, const float* gw, const uint32_t* order) {
+    const mind4_model_config* c = &ctx->model->config;
+    size_t H = c->hidden_size;
+    for (size_t j = 0; j < c->experts_per_token; j++) {
+        uint32_t s = order[j];
+        float w = gw[s];
+        const float* y = ctx->moe_y + s * H;
+        for (size_t i = 0; i < H; i++) x[i] += w * y[i];
+    }
+}
+
+static void decode_worker(void* arg, size_t index, size_t count) {
+    decode_task* task = (decode_task*)arg;
+    mind4_context* ctx = task->ctx;
+    const mind4_model* m = ctx->model;
+    const mind4_model_config* c = &m->config;
+    size_t H = c->hidden_size, E = c->num_experts, k = c->experts_per_token, I = c->intermediate_size;
+    size_t V = c->vocab_size, nkv = c->num_key_value_heads, KV = nkv * c->head_dim, p0 = task->p0;
+    float eps = (float)c->rms_norm_eps, limit = (float)c->swiglu_limit;
+    size_t Hp = (H + 15) & ~(size_t)15, Ep = (E + 15) & ~(size_t)15, kp = (k + 15) & ~(size_t)15;
+    float* x = ctx->dec_state + index * ctx->dec_stride; /* [H] this thread's residual stream */
+    float* xn = x + Hp;                                  /* [H] normed */
+    float* glog = xn + Hp;                               /* [E] router logits */
+    float* gw = glog + Ep;                               /* [k] expert weights by slot */
+    uint32_t* idx = (uint32_t*)(gw + kp);                /* [k] expert of each slot */
+    uint32_t* order = idx + kp;                          /* [k] slots by ascending expert */
+    float* h = (float*)(order + kp);                     /* [chunk] mlp1 rows before SwiGLU */
+    float* scratch = ctx->scratch + index * ctx->scratch_per_thread;
+    m4_steal* steal = ctx->dec_steals;
+    size_t b, e;
+    m4_embedding(&m->embedding, ctx->tokens + p0, 1, x);
+    for (size_t l = 0; l < c->num_hidden_layers; l++, steal += 3) {
+        const m4_layer* Lw = &m->layers[l];
+        if (l > 0) decode_combine(ctx, x, gw, order);
+        m4_rmsnorm(x, Lw->attn_norm, eps, 1, H, xn);
+        /* A: attention */
+        m4_sdpa_args a = sdpa_args(ctx, Lw, l, p0, 1);
+        float* kc = ctx->k_cache + l * ctx->max_tokens * KV;
+        float* vc = ctx->v_cache + l * ctx->max_tokens * KV;
+        for (size_t g = index; g < nkv; g += count) attend_group(ctx, Lw, &a, kc, vc, xn, g, scratch);
+        m4_pool_barrier(m->pool);
+        /* B: out projection */
+        m4_matmul_job out = {&Lw->out, Lw->out_bias, ctx->attn, Lw->out.cols, ctx->tmp, H, 1};
+        while (m4_steal_next(&steal[0], index, &b, &e)) m4_matmul_rows(&out, b, e, scratch);
+        m4_pool_barrier(m->pool);
+        /* C: residual, norm, router, mlp1 + SwiGLU */
+        for (size_t i = 0; i < H; i++) x[i] += ctx->tmp[i];
+        m4_rmsnorm(x, Lw->mlp_norm, eps, 1, H, xn);
+        m4_matmul_job gate = {&Lw->gate, Lw->gate_bias, xn, H, glog, E, 1};
+        m4_matmul_rows(&gate, 0, E, scratch);
+        m4_topk_softmax(glog, 1, E, k, idx, gw);
+        for (size_t j = 0; j < k; j++) { /* insertion sort of the k slots by expert */
+            size_t i = j;
+            for (; i > 0 && idx[order[i - 1]] > idx[j]; i--) order[i] = order[i - 1];
+            order[i] = (uint32_t)j;
+        }
+        while (m4_steal_next(&steal[1], index, &b, &e)) {
+            while (b < e) { /* pieces within one expert: slot s, rows [r, r + n) of its 2I */
+                size_t s = b / (2 * I), r = b % (2 * I), n = M4_MIN(e - b, 2 * I - r), ex = idx[s];
+                m4_matrix w1 = m4_matrix_rows(&Lw->mlp1, ex * 2 * I + r, n);
+                m4_matmul_job j1 = {&w1, Lw->mlp1_bias + ex * 2 * I + r, xn, H, h, n, 1};
+                m4_matmul_rows(&j1, 0, n, scratch);
+                m4_swiglu(h, 1, n / 2, limit, ctx->moe_a + s * I + r / 2);
+                b += n;
+            }
+        }
+        m4_pool_barrier(m->pool);
+        /* D: mlp2 */
+        while (m4_steal_next(&steal[2], index, &b, &e)) {
+            while (b < e) {
+                size_t s = b / H, r = b % H, n = M4_MIN(e - b, H - r), ex = idx[s];
+                m4_matrix w2 = m4_matrix_rows(&Lw->mlp2, ex * H, H);
+                m4_matmul_job j2 = {&w2, Lw->mlp2_bias + ex * H, ctx->moe_a + s * I, I, ctx->moe_y + s * H, H, 1};
+                m4_matmul_rows(&j2, r, r + n, scratch);
+                b += n;
+            }
+        }
+        m4_pool_barrier(m->pool);
+    }
+    decode_combine(ctx, x, gw, order);
+    m4_rmsnorm(x, m->norm, eps, 1, H, xn);
+    m4_matmul_job un = {&m->unembedding, NULL, xn, H, ctx->logits, V, 1};
+    while (m4_steal_next(steal, index, &b, &e)) m4_matmul_rows(&un, b, e, scratch);
+}
+
+/* The decode step applies when every thread gets the same number of KV groups. */
+static bool decode_step_applies(const mind4_context* ctx, size_t T) {
+    return T == 1 && ctx->model->config.num_key_value_heads % m4_pool_size(ctx->model->pool) == 0;
+}
+
+static void decode_step(mind4_context* ctx, size_t p0) {
+    const mind4_model* m = ctx->model;
+    const mind4_model_config* c = &m->config;
+    size_t H = c->hidden_size, I = c->intermediate_size, k = c->experts_per_token, threads = m4_pool_size(m->pool);
+    size_t chunk = ctx->dec_chunk_rows;
+    m4_rope_table(m->rope_inv_freq, m->rope_concentration, c->head_dim / 2, p0, 1, ctx->rope_cos, ctx->rope_sin);
+    m4_steal_part* parts = ctx->dec_parts;
+    m4_steal* steal = ctx->dec_steals;
+    for (size_t l = 0; l < c->num_hidden_layers; l++, steal += 3, parts += 3 * threads) {
+        m4_steal_init(&steal[0], parts, threads, H, 16);
+        m4_steal_init(&steal[1], parts + threads, threads, k * 2 * I, chunk);
+        m4_steal_init(&steal[2], parts + 2 * threads, threads, k * H, chunk);
+    }
+    m4_steal_init(steal, parts, threads, c->vocab_size, 64);
+    decode_task task = {ctx, p0};
+    m4_pool_run(m->pool, decode_worker, &task);
+}
+
 mind4_status m4_forward(mind4_context* ctx, size_t from, size_t T, float* all_logits) {
     const mind4_model* m = ctx->model;
     const mind4_model_config* c = &m->config;
     size_t H = c->hidden_size, V = c->vocab_size, D = c->head_dim;
     float eps = (float)c->rms_norm_eps;
+    if (decode_step_applies(ctx, T)) {
+        decode_step(ctx, from);
+        if (all_logits) memcpy(all_logits, ctx->logits, V * sizeof(float));
+        return MIND4_SUCCESS;
+    }
     for (size_t done = 0; done < T;) {
         size_t n = M4_MIN(ctx->chunk, T - done), p0 = from + done;
         m4_embedding(&m->embedding, ctx->tokens + p0, n, ctx->x);

@@ -60,6 +60,12 @@ struct mind4_context {
     float* scratch;                             /* per thread */
     size_t scratch_per_thread;
     m4_matmul_job* jobs;                        /* [E] */
+    /* decode step: one token in one parallel task (see decode_step) */
+    float* dec_state;                           /* per thread: x, xn, router, SwiGLU rows */
+    size_t dec_stride;                          /* floats per thread */
+    m4_steal_part* dec_parts;                   /* [3 L + 1, threads] work-stealing counters */
+    m4_steal* dec_steals;                       /* [3 L + 1] */
+    size_t dec_chunk_rows;                      /* rows per stolen chunk (multiple of 16) */
 };
 
 struct mind4_sampler {

@@ -13,7 +13,13 @@
 #endif
 
 /* ------------------------------------------------------------ dispatch */
-static int g_isa = -1; /* racy first initialisation is benign: same value */
+/* the ISA in use, -1 until first asked (threads may race to set it: same value) */
+#if defined(_MSC_VER) && !defined(__clang__)
+static volatile long g_isa = -1;
+#else
+#include <stdatomic.h>
+static _Atomic int g_isa = -1;
+#endif
 
 static bool cpu_has_avx2(void) {
 #if defined(M4_CPU_CHECK)
@@ -34,12 +40,14 @@ static bool cpu_has_avx2(void) {
 }
 
 m4_isa m4_kernels_isa(void) {
-    if (g_isa < 0) {
+    int isa = (int)g_isa;
+    if (isa < 0) {
         const char* env = getenv("MIND4_ISA");
         bool generic = env && strcmp(env, "generic") == 0;
-        g_isa = (!generic && cpu_has_avx2()) ? M4_ISA_AVX2 : M4_ISA_GENERIC;
+        isa = (!generic && cpu_has_avx2()) ? M4_ISA_AVX2 : M4_ISA_GENERIC;
+        g_isa = isa;
     }
-    return (m4_isa)g_isa;
+    return (m4_isa)isa;
 }
 
 bool m4_kernels_force_isa(m4_isa isa) {

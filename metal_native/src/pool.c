@@ -110,6 +110,12 @@ struct m4_pool {
     atomic_sz stop;
     m4_task_fn fn;
     void* arg;
+    /* m4_pool_barrier: arrivals and the generation, on their own cache lines */
+    unsigned char pad0[64];
+    atomic_sz bar_count;
+    unsigned char pad1[64 - sizeof(atomic_sz)];
+    atomic_sz bar_gen;
+    unsigned char pad2[64 - sizeof(atomic_sz)];
 };
 
 typedef struct worker_arg {
@@ -183,6 +189,8 @@ mind4_status m4_pool_create(uint32_t num_threads, m4_pool** pool_out) {
     a_store(&pool->pending, 0);
     a_store(&pool->sleepers, 0);
     a_store(&pool->stop, 0);
+    a_store(&pool->bar_count, 0);
+    a_store(&pool->bar_gen, 0);
     if (mutex_init(&pool->mutex) != 0 || mutex_init(&pool->run_mutex) != 0 || cond_init(&pool->wake) != 0) {
         free(pool);
         return m4_fail(MIND4_INTERNAL_ERROR, "cannot create thread pool synchronisation objects");
@@ -299,6 +307,49 @@ void m4_pool_run(m4_pool* pool, m4_task_fn fn, void* arg) {
     g_prof_last_return = t_ret;
 #endif
     mutex_unlock(&pool->run_mutex);
+}
+
+void m4_pool_barrier(m4_pool* pool) {
+    if (!pool || pool->num_threads <= 1) return;
+    size_t gen = (size_t)a_load(&pool->bar_gen);
+    if ((size_t)a_add(&pool->bar_count, 1) == pool->num_threads - 1) {
+        a_store(&pool->bar_count, 0); /* the last one in resets, then releases the others */
+        a_add(&pool->bar_gen, 1);
+        return;
+    }
+    for (int polls = 0; (size_t)a_load(&pool->bar_gen) == gen; polls++) {
+        if (polls < PAUSE_POLLS) {
+            cpu_relax();
+        } else {
+            thread_yield();
+        }
+    }
+}
+
+void m4_steal_init(m4_steal* s, m4_steal_part* parts, size_t count, size_t n, size_t chunk) {
+    s->parts = parts;
+    s->count = count ? count : 1;
+    s->chunk = chunk ? chunk : 1;
+    for (size_t i = 0; i < s->count; i++) {
+        size_t b, e;
+        m4_split(n, s->chunk, i, s->count, &b, &e);
+        a_store(&parts[i].next, b);
+        parts[i].end = e;
+    }
+}
+
+bool m4_steal_next(m4_steal* s, size_t self, size_t* begin, size_t* end) {
+    for (size_t i = 0; i < s->count; i++) {
+        m4_steal_part* p = &s->parts[(self + i) % s->count];
+        if ((size_t)a_load(&p->next) >= p->end) continue; /* used up: skip without writing its line */
+        size_t b = (size_t)a_add(&p->next, s->chunk);
+        if (b < p->end) {
+            *begin = b;
+            *end = M4_MIN(b + s->chunk, p->end);
+            return true;
+        }
+    }
+    return false;
 }
 
 void m4_dynamic_init(m4_dynamic* d, size_t n, size_t chunk) {

@@ -30,6 +30,32 @@ typedef struct m4_dynamic {
 void m4_dynamic_init(m4_dynamic* d, size_t n, size_t chunk);
 bool m4_dynamic_next(m4_dynamic* d, size_t* begin, size_t* end);
 
+/* Barrier for the threads running one m4_pool_run task: every thread calls
+ * it the same number of times and it returns once all have arrived. It
+ * spins (then yields): meant for the short phases of a decode step. */
+void m4_pool_barrier(m4_pool* pool);
+
+/* Work stealing over [0, n) in chunks: thread i owns the i-th of `count`
+ * contiguous ranges (aligned to chunk) and takes its chunks in order, so it
+ * reads the same rows every time; when its range is used up it takes chunks
+ * from the other ranges. Initialise before the task starts (or behind a
+ * barrier); each part sits on its own cache line. */
+typedef struct m4_steal_part {
+#if defined(_MSC_VER) && !defined(__clang__)
+    volatile long long next;
+#else
+    _Atomic size_t next;
+#endif
+    size_t end;
+    unsigned char pad[64 - 2 * sizeof(size_t)];
+} m4_steal_part;
+typedef struct m4_steal {
+    m4_steal_part* parts; /* [count] */
+    size_t count, chunk;
+} m4_steal;
+void m4_steal_init(m4_steal* s, m4_steal_part* parts, size_t count, size_t n, size_t chunk);
+bool m4_steal_next(m4_steal* s, size_t self, size_t* begin, size_t* end);
+
 /* Static split of [0, n) into num_threads parts aligned to `align`. */
 static inline void m4_split(size_t n, size_t align, size_t index, size_t count, size_t* begin, size_t* end) {
     size_t units = (n + align - 1) / align;
