@@ -611,13 +611,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result["torch_bf16_vs_triton_fp32_logits"]), flush=True)
     if args.torch:
         torch.cuda.reset_peak_memory_stats()
-        result["torch"] = bench_runtime(
+        result["torch_backend"] = bench_runtime(
             trt, cfg, limits, prompt=args.prompt, decode=min(args.decode, 16), name="torch"
         )
-        print(json.dumps(result["torch"]), flush=True)
-    if "triton" in result and "torch" in result:
+        print(json.dumps(result["torch_backend"]), flush=True)
+    if "triton" in result and "torch_backend" in result:
         result["decode_b1_speedup_vs_torch"] = (
-            result["triton"]["decode_b1_tok_s"] / result["torch"]["decode_b1_tok_s"]
+            result["triton"]["decode_b1_tok_s"] / result["torch_backend"]["decode_b1_tok_s"]
         )
     if args.json:
         with open(args.json, "w") as f:

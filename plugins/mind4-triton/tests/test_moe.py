@@ -40,9 +40,9 @@ def test_gate_route_fused(dtype, N, device):
     assert rel_err(w[same], ref_w[same]) < TOL[dtype]
 
 
-def test_align_groups_pairs_by_expert(device):
+@pytest.mark.parametrize("N,k,E,BM", [(23, 3, 5, 4), (300, 4, 7, 16)])  # 1200 pairs: wide chunks
+def test_align_groups_pairs_by_expert(N, k, E, BM, device):
     g = torch.Generator().manual_seed(2)
-    N, k, E, BM = 23, 3, 5, 4
     indices = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(N)]).to(torch.int32)
     a = moe.align(indices.to(device), E, BM)
     sorted_pairs = a.sorted_pairs.cpu().numpy()

@@ -277,11 +277,14 @@ def attention(
     BLOCK_M = block_m
     BLOCK_N = block_n or 64
     num_m = triton.cdiv(rows, BLOCK_M)
+    has_window = window is not None and window > 0
     if num_splits is None:
-        num_splits = choose_splits(B, Hkv, num_m, S, q.device) if rows <= BLOCK_M else 1
+        # a windowed layer sees at most window + T - 1 keys however long the cache: split
+        # by those (a 128-key window needs no split, hence no combine launch)
+        keys = min(S, window + T) if has_window else S
+        num_splits = choose_splits(B, Hkv, num_m, keys, q.device) if rows <= BLOCK_M else 1
     split_len = triton.cdiv(triton.cdiv(S, num_splits), SPLIT_GRANULE) * SPLIT_GRANULE
     split_len = max(split_len, BLOCK_N)
-    has_window = window is not None and window > 0
     qk_scale = float(sm_scale) * LOG2E
     common = dict(G=G, D=D, BLOCK_D=BLOCK_D, BLOCK_M=BLOCK_M)
 

@@ -294,9 +294,11 @@ def align(indices: torch.Tensor, n_experts: int, block_m: int) -> Alignment:
         max_blocks,
         max_padded,
         BLOCK_M=block_m,
-        BLOCK=256,
+        # one program walks all pairs: wide chunks for prefill (8192 pairs at 2048 x top-4
+        # took 64 µs in chunks of 256 on an H100)
+        BLOCK=256 if nk <= 256 else 1024,
         BLOCK_E=triton.next_power_of_2(n_experts),
-        num_warps=4,
+        num_warps=4 if nk <= 256 else 16,
     )
     return Alignment(sorted_pairs, block_expert, num_blocks, block_m)
 
@@ -374,13 +376,12 @@ def _group_scale(scales):
 
 
 @triton.jit
-def _fp4_gemv_group(
-    packed, scales, x_even, x_odd, BN: tl.constexpr, BK: tl.constexpr, F32_CODES: tl.constexpr
-):
-    """``w (BN, BK) @ x (BK,)`` for an MXFP4 tile given as ``packed (BN, BK/2)`` uint8
-    and ``scales (BN, BK/32)``, with no matrix instruction (the batch-1 GEMV): decode,
-    multiply by the even (low nibble) or odd (high nibble) element of x, sum per scale
-    group, scale, sum -> float32 ``(BN,)``.
+def _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES: tl.constexpr):
+    """``w @ x`` for one K tile of an MXFP4 matrix with no matrix instruction (the
+    batch-1 GEMV): ``packed (BN, G, 16)`` uint8 (G scale groups of 16 bytes),
+    ``scales (BN, G)``, ``x_even``/``x_odd (G, 16)`` the even/odd elements of x that the
+    low/high nibbles multiply -> float32 ``(BN,)``. Groups stay a tensor axis, so the
+    per-group sums need no reshape.
 
     Two decodings (both exact):
 
@@ -389,7 +390,7 @@ def _fp4_gemv_group(
       (the copies of ``s`` that the shift smears over bits 25..30 are masked off):
       exactly ``value · 2^-126`` as float32 bits, code 1 a subnormal — three integer
       operations per weight and no conversion. ``x_even``/``x_odd`` must arrive
-      multiplied by ``2^64`` (``_X_SCALE``).
+      multiplied by ``2^64`` (``_X_SCALE``) so that the products stay normal numbers.
     - otherwise: float16 bits as in :func:`_fp4_group_dot` (``value · 2^-14``), widened
       to float32.
     """
@@ -404,8 +405,8 @@ def _fp4_gemv_group(
         hi = (((p & 0x70) << 5) | ((p & 0x80) << 8)).to(tl.float16, bitcast=True)
         lo, hi = lo.to(tl.float32), hi.to(tl.float32)
         unscale = 16384.0
-    prod = lo * x_even[None, :] + hi * x_odd[None, :]  # (BN, BK/2)
-    per_group = tl.sum(prod.reshape(BN, BK // 32, 16), axis=2) * unscale  # (BN, BK/32)
+    prod = lo * x_even[None, :, :] + hi * x_odd[None, :, :]  # (BN, G, 16)
+    per_group = tl.sum(prod, axis=2) * unscale  # (BN, G)
     return tl.sum(per_group * _group_scale(scales), axis=1)
 
 
@@ -723,28 +724,28 @@ def _moe_mlp1_gemv_kernel(
     token = (pair // TOPK).to(tl.int64)
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # activation columns
     j_ok = j < I
-    c = tl.arange(0, BLOCK_K // 2)  # packed byte columns of a K tile
     g = tl.arange(0, BLOCK_K // 32)  # scale groups of a K tile
+    byte = g[:, None] * 16 + tl.arange(0, 16)[None, :]  # (G, 16) packed bytes of a K tile
     x_row = X + token * stride_x
-    w_glu = W + e * stride_we + (2 * j)[:, None] * stride_wr + c[None, :]
+    w_glu = W + e * stride_we + (2 * j)[:, None, None] * stride_wr + byte[None, :, :]
     s_glu = S + e * stride_se + (2 * j)[:, None] * stride_sr + g[None, :]
 
     acc_glu = tl.zeros((BLOCK_N,), tl.float32)
     acc_lin = tl.zeros((BLOCK_N,), tl.float32)
     for k0 in range(0, H, BLOCK_K):
-        c_ok = k0 // 2 + c < H // 2
-        w_ok = j_ok[:, None] & c_ok[None, :]
-        s_ok = j_ok[:, None] & (k0 // 32 + g < H // 32)[None, :]
-        x_even = tl.load(x_row + k0 + 2 * c, mask=c_ok, other=0.0).to(tl.float32)
-        x_odd = tl.load(x_row + k0 + 2 * c + 1, mask=c_ok, other=0.0).to(tl.float32)
+        g_ok = k0 // 32 + g < H // 32  # H is a multiple of 32
+        w_ok = j_ok[:, None, None] & g_ok[None, :, None]
+        s_ok = j_ok[:, None] & g_ok[None, :]
+        x_even = tl.load(x_row + k0 + 2 * byte, mask=g_ok[:, None], other=0.0).to(tl.float32)
+        x_odd = tl.load(x_row + k0 + 2 * byte + 1, mask=g_ok[:, None], other=0.0).to(tl.float32)
         if F32_CODES:
             x_even, x_odd = x_even * _X_SCALE, x_odd * _X_SCALE
         packed = tl.load(w_glu + k0 // 2, mask=w_ok, other=0)
         scales = tl.load(s_glu + k0 // 32, mask=s_ok, other=0)
-        acc_glu += _fp4_gemv_group(packed, scales, x_even, x_odd, BLOCK_N, BLOCK_K, F32_CODES)
+        acc_glu += _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES)
         packed = tl.load(w_glu + stride_wr + k0 // 2, mask=w_ok, other=0)
         scales = tl.load(s_glu + stride_sr + k0 // 32, mask=s_ok, other=0)
-        acc_lin += _fp4_gemv_group(packed, scales, x_even, x_odd, BLOCK_N, BLOCK_K, F32_CODES)
+        acc_lin += _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES)
 
     bias = Bias + e * stride_be
     glu = acc_glu + tl.load(bias + 2 * j, mask=j_ok, other=0.0).to(tl.float32)
@@ -783,24 +784,22 @@ def _moe_mlp2_gemv_kernel(
     e = tl.load(Indices + pair).to(tl.int64)
     n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < H
-    c = tl.arange(0, BLOCK_K // 2)
     g = tl.arange(0, BLOCK_K // 32)
+    byte = g[:, None] * 16 + tl.arange(0, 16)[None, :]  # (G, 16)
     a_row = Act + pair.to(tl.int64) * stride_act
-    w_ptrs = W + e * stride_we + n[:, None] * stride_wr + c[None, :]
+    w_ptrs = W + e * stride_we + n[:, None, None] * stride_wr + byte[None, :, :]
     s_ptrs = S + e * stride_se + n[:, None] * stride_sr + g[None, :]
 
     acc = tl.zeros((BLOCK_N,), tl.float32)
     for k0 in range(0, I, BLOCK_K):
-        c_ok = k0 // 2 + c < I // 2
-        a_even = tl.load(a_row + k0 + 2 * c, mask=c_ok, other=0.0).to(tl.float32)
-        a_odd = tl.load(a_row + k0 + 2 * c + 1, mask=c_ok, other=0.0).to(tl.float32)
+        g_ok = k0 // 32 + g < I // 32
+        a_even = tl.load(a_row + k0 + 2 * byte, mask=g_ok[:, None], other=0.0).to(tl.float32)
+        a_odd = tl.load(a_row + k0 + 2 * byte + 1, mask=g_ok[:, None], other=0.0).to(tl.float32)
         if F32_CODES:
             a_even, a_odd = a_even * _X_SCALE, a_odd * _X_SCALE
-        packed = tl.load(w_ptrs + k0 // 2, mask=n_ok[:, None] & c_ok[None, :], other=0)
-        scales = tl.load(
-            s_ptrs + k0 // 32, mask=n_ok[:, None] & (k0 // 32 + g < I // 32)[None, :], other=0
-        )
-        acc += _fp4_gemv_group(packed, scales, a_even, a_odd, BLOCK_N, BLOCK_K, F32_CODES)
+        packed = tl.load(w_ptrs + k0 // 2, mask=n_ok[:, None, None] & g_ok[None, :, None], other=0)
+        scales = tl.load(s_ptrs + k0 // 32, mask=n_ok[:, None] & g_ok[None, :], other=0)
+        acc += _fp4_gemv_group(packed, scales, a_even, a_odd, F32_CODES)
 
     y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)
     y = y * tl.load(Gates + pair)
@@ -912,7 +911,7 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
 
 
 def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: ExpertConfig):
-    """Step 4: ``y (N·k, H)`` float32, gate-weighted, from ``act``."""
+    """Step 4: ``y (N·k, H)`` (its dtype; float32 accumulation), gate-weighted, from ``act``."""
     H = w2.shape[1]
     I = act.shape[1]
     W, S, swe, swr, sse, ssr, mx = _weight_args(w2)
@@ -961,14 +960,14 @@ def expert_rows(
     swiglu_limit: float,
     cfg: ExpertConfig,
 ) -> torch.Tensor:
-    """Steps 2-4: ``y (N·k, H)`` float32, row ``n·k + j`` = ``gates[n, j] ·
-    expert_{indices[n, j]}(x[n])``. No host synchronisation (graph-safe)."""
+    """Steps 2-4: ``y (N·k, H)`` in x's dtype (float32 accumulation), row ``n·k + j`` =
+    ``gates[n, j] · expert_{indices[n, j]}(x[n])``. No host synchronisation (graph-safe)."""
     N, H = x.shape
     k = indices.shape[1]
     E, I = mlp1_weight.shape[0], mlp1_weight.shape[1] // 2
     indices = indices.to(torch.int32).contiguous()
     gates = gates.to(torch.float32).contiguous().view(-1)
-    y = torch.empty((N * k, H), device=x.device, dtype=torch.float32)
+    y = torch.empty((N * k, H), device=x.device, dtype=x.dtype)
     mx = isinstance(mlp1_weight, MXFP4Weight) and isinstance(mlp2_weight, MXFP4Weight)
     if cfg.gemv and mx:
         act = torch.empty((N * k, I), device=x.device, dtype=x.dtype)
@@ -1017,4 +1016,4 @@ def experts(
     y = expert_rows(
         x, indices, weights, mlp1_weight, mlp1_bias, mlp2_weight, mlp2_bias, swiglu_limit, cfg
     )
-    return y.view(N, k, H).sum(dim=1).to(x.dtype)
+    return y.view(N, k, H).float().sum(dim=1).to(x.dtype)
