@@ -29,7 +29,10 @@ class GemvConfig(NamedTuple):
 
 
 #: ``(out_features, in_features) -> config`` where this kernel beat cuBLAS on an H100
-TUNED: dict[tuple[int, int], GemvConfig] = {}
+TUNED: dict[tuple[int, int], GemvConfig] = {
+    (5120, 2880): GemvConfig(4, 512, 4),  # gpt-oss qkv (run 2, 2026-11-25)
+    (2880, 4096): GemvConfig(4, 512, 4),  # gpt-oss attention out
+}
 
 
 @triton.jit
