@@ -26,12 +26,20 @@ is a batched matmul of two halves, which the BLAS runs on two threads:
 Elsewhere (other devices and dtypes, packed MXFP4 experts, a weight not input-major)
 each product is the plain ``F.linear`` (:func:`mind4_torch.moe.one_token` for experts).
 
+Where every product splits, RMSNorm is folded into the product that follows it:
+``rmsnorm(x) @ W = r · ((x ⊙ scale) @ W)`` with ``r = 1/rms(x)`` a host float passed as
+the matmul's ``alpha`` (:meth:`DecodeStep.rms_norm`); eager ``torch.rms_norm`` costs
+eight operations, this three. Results differ from the readable path by float32
+rounding only (the tests bound it).
+
 The model uses this path only with its own torch components and no hooks: a swapped-in
 attention or MoE component, or a forward hook (the lab's capture installs both),
 always goes through the readable path. The tests check that both paths agree.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -70,23 +78,26 @@ class MatVec:
             self.halves = w.t().view(2, n // 2, out)  # (2, in/2, out)
             self.half_bias = None if b is None else b.view(1, 1, out).expand(2, 1, out)
             self.ones = torch.ones(1, 2, dtype=w.dtype, device=w.device)  # sums the halves
+            self.zero = torch.zeros((), dtype=w.dtype, device=w.device)  # beta=0's input
 
-    def partial(self, x: torch.Tensor) -> torch.Tensor:  # (1, in) -> (2, 1, out), sum: x Wᵀ + b
+    def partial(self, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        """``(1, in) -> (2, 1, out)``, summing to ``alpha x Wᵀ + b``."""
         x2 = x.view(2, 1, -1)  # (2, 1, in/2)
         if self.half_bias is None:
-            return torch.bmm(x2, self.halves)
-        return torch.baddbmm(self.half_bias, x2, self.halves, beta=0.5)
+            return torch.baddbmm(self.zero, x2, self.halves, beta=0, alpha=alpha)
+        return torch.baddbmm(self.half_bias, x2, self.halves, beta=0.5, alpha=alpha)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """``alpha x Wᵀ + b`` (``alpha``: split products only)."""
         if not self.split:
             return F.linear(x, self.w, self.b)
-        return self.partial(x).sum(0)  # (1, out)
+        return self.partial(x, alpha).sum(0)  # (1, out)
 
     def add_to(self, residual: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``residual + x Wᵀ + b``: split, one ``addmm`` sums the halves onto the residual."""
         if not self.split:
             return residual + F.linear(x, self.w, self.b)
-        return torch.addmm(residual, self.ones, self.partial(x).view(2, -1))  # (1, out)
+        return torch.addmm(residual, self.ones, self.partial(x, 1.0).view(2, -1))  # (1, out)
 
 
 class Experts:
@@ -106,8 +117,9 @@ class Experts:
             self.views: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
             # SwiGLU's clamps as one: glu (even columns) <= limit, -limit <= lin (odd ones)
             I = b1.shape[-1] // 2  # noqa: E741
-            self.low = torch.tensor([-float("inf"), -limit], dtype=b1.dtype).repeat(I)  # (2I,)
-            self.high = torch.full((2 * I,), limit, dtype=b1.dtype)  # (2I,)
+            bounds = dict(dtype=b1.dtype, device=b1.device)
+            self.low = torch.tensor([-float("inf"), -limit], **bounds).repeat(I)  # (2I,)
+            self.high = torch.full((2 * I,), limit, **bounds)  # (2I,)
         else:
             self.per_expert = tuple(per_expert(w) for w in (w1, b1, w2, b2))
 
@@ -128,20 +140,25 @@ class Experts:
             views = self.views[chosen] = tuple(views)
         return views
 
-    def __call__(self, x, residual, chosen: list[int], gates: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, x, residual, chosen: list[int], gates: torch.Tensor, alpha: float = 1.0
+    ) -> torch.Tensor:
+        """``residual + Σ gates_j expert_{chosen_j}(alpha x)``; ``gates (1, k)``."""
         if not self.split:
+            x = x if alpha == 1.0 else x * alpha
             return residual + one_token(
                 x, chosen, gates.tolist()[0], *self.per_expert, self.limit
             )  # (1, H)
         order = sorted(range(len(chosen)), key=chosen.__getitem__)
-        if order != list(range(len(chosen))):
-            gates = gates[:, order]  # (1, k) in ascending expert order
-        chosen = [chosen[i] for i in order]
+        if order != list(range(len(chosen))):  # (1, k) in ascending expert order
+            gates = gates.flip(1) if len(order) == 2 else gates[:, order]
+            chosen = [chosen[i] for i in order]
         H = x.shape[-1]
         for j in range(0, len(chosen), 2):
             w1, b1, w2, b2 = self.batch(tuple(chosen[j : j + 2]))
             n = w1.shape[0]
-            h = torch.baddbmm(b1, x.expand(n, 1, H), w1).clamp_(self.low, self.high)  # (n, 1, 2I)
+            h = torch.baddbmm(b1, x.expand(n, 1, H), w1, alpha=alpha)  # (n, 1, 2I)
+            h = h.clamp_(self.low, self.high)
             glu, lin = h[..., 0::2], h[..., 1::2]  # (n, 1, I) each, clamped
             a = glu * torch.sigmoid(1.702 * glu)
             y = torch.baddbmm(b2, torch.addcmul(a, a, lin), w2)  # (n, 1, H): SwiGLU, then mlp2
@@ -194,6 +211,8 @@ class DecodeStep:
         ]
         self.unembedding = MatVec(model.unembedding.weight, None)
         self.zero = torch.zeros((), device=model.unembedding.weight.device)  # beta=0's input
+        products = [self.unembedding] + [p for layer in self.layers for p in layer[1:4:2]]
+        self.fold = all(p.split for p in products)  # RMSNorm into the products (rms_norm)
         self.modules = list(model.modules())
 
     def applies(self) -> bool:
@@ -203,8 +222,15 @@ class DecodeStep:
             return False
         return not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules)
 
-    def rms_norm(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return cast(torch.rms_norm(float32(x), (self.H,), scale, self.eps), x.dtype)
+    def rms_norm(self, x: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``rmsnorm(x) = (x ⊙ scale) · r``, ``r = 1 / sqrt(mean(x²) + eps)``, as ``(x ⊙ scale, r)``:
+        the product that follows takes ``r`` as its ``alpha`` (three small operations instead
+        of ``torch.rms_norm``'s eight). That needs ``r`` on the host, so only where every
+        product splits (CPU, float32); elsewhere ``(rmsnorm(x), 1.0)``."""
+        if self.fold:
+            square_sum = torch.dot(x[0], x[0]).item()
+            return x * scale, 1.0 / math.sqrt(square_sum / self.H + self.eps)
+        return cast(torch.rms_norm(float32(x), (self.H,), scale, self.eps), x.dtype), 1.0
 
     def __call__(self, token: torch.Tensor, cache, pos: int) -> torch.Tensor:
         model = self.model
@@ -219,7 +245,7 @@ class DecodeStep:
         for layer, (key_cache, value_cache) in zip(self.layers, rows, strict=True):
             n1, qkv_proj, sinks, out_proj, window, sm_scale, n2, wg, bg, experts = layer
             # attention
-            qkv = qkv_proj(self.rms_norm(x, n1)).view(Hq + 2 * Hkv, D)  # (Hq + 2 Hkv, D)
+            qkv = qkv_proj(*self.rms_norm(x, n1)).view(Hq + 2 * Hkv, D)  # (Hq + 2 Hkv, D)
             qk = cast(torch.mm(float32(qkv[: Hq + Hkv]), rot), qkv.dtype)  # q, k heads rotated
             key_cache[pos].copy_(qk[Hq:])
             value_cache[pos].copy_(qkv[Hq + Hkv :])
@@ -236,12 +262,14 @@ class DecodeStep:
             x = out_proj.add_to(x, cast(o, x.dtype))  # (1, H)
 
             # mixture of experts
-            t = self.rms_norm(x, n2)  # (1, H)
-            top, idx = torch.topk(float32(F.linear(t, wg, bg)), k, dim=-1)  # (1, k)
+            t, r = self.rms_norm(x, n2)  # (1, H): rmsnorm(x) = r t
+            logits = torch.addmm(bg, t, wg.t(), alpha=r)  # (1, E) router
+            top, idx = torch.topk(float32(logits), k, dim=-1)  # (1, k)
             gates = torch.softmax(top, dim=-1).to(x.dtype)  # (1, k)
-            x = experts(t, x, idx.tolist()[0], gates)  # (1, H)
+            x = experts(t, x, idx.tolist()[0], gates, alpha=r)  # (1, H)
 
-        return self.unembedding(self.rms_norm(x, model.norm.scale)).view(1, 1, -1)  # (1, 1, V)
+        logits = self.unembedding(*self.rms_norm(x, model.norm.scale))  # (1, V)
+        return logits.view(1, 1, -1)  # (1, 1, V)
 
 
 def per_expert(w):

@@ -175,7 +175,8 @@ def test_fast_decode_equals_the_readable_path(tmp_path, monkeypatch, overrides, 
     fast, slow = np.stack(fast, 1), np.stack(slow, 1)
     assert rel_err(fast, slow) < 1e-6
     assert rel_err(fast, ref[:, 3:]) < TOL["float32"]
-    torch.testing.assert_close(fast_cache.k, slow_cache.k, rtol=1e-6, atol=1e-6)
+    for fast_kv, slow_kv in ((fast_cache.k, slow_cache.k), (fast_cache.v, slow_cache.v)):
+        assert rel_err(fast_kv.numpy(), slow_kv.numpy()) < 1e-6  # float32 rounding only
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
