@@ -277,6 +277,86 @@ class Alignment(NamedTuple):
     block_m: int
 
 
+@triton.jit
+def _align_count_kernel(Indices, ChunkCounts, NK, BLOCK: tl.constexpr, BLOCK_E: tl.constexpr):
+    """Wide align, phase 1: per chunk of ``BLOCK`` pairs, how many go to each expert."""
+    pid = tl.program_id(0)
+    pair = pid * BLOCK + tl.arange(0, BLOCK)
+    experts = tl.arange(0, BLOCK_E)
+    e = tl.load(Indices + pair, mask=pair < NK, other=-1)
+    counts = tl.sum((e[:, None] == experts[None, :]).to(tl.int32), axis=0)
+    tl.store(ChunkCounts + pid * BLOCK_E + experts, counts)
+
+
+@triton.jit
+def _align_plan_kernel(
+    ChunkCounts,
+    ChunkBase,
+    SortedPairs,
+    BlockExpert,
+    NumBlocks,
+    NK,
+    NUM_CHUNKS,
+    MAX_BLOCKS,
+    MAX_PADDED,
+    BLOCK_M: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_E: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Wide align, phase 2 (one program): each expert's padded range, the blocks'
+    experts, the sentinel fill, and where each chunk's pairs of each expert start."""
+    experts = tl.arange(0, BLOCK_E)
+    chunks = tl.arange(0, BLOCK_C)
+    per_chunk = tl.load(
+        ChunkCounts + chunks[:, None] * BLOCK_E + experts[None, :],
+        mask=(chunks < NUM_CHUNKS)[:, None],
+        other=0,
+    )  # (BLOCK_C, BLOCK_E)
+    counts = tl.sum(per_chunk, axis=0)
+    padded = (counts + BLOCK_M - 1) // BLOCK_M * BLOCK_M
+    ends = tl.cumsum(padded, axis=0)
+    starts = ends - padded
+    tl.store(NumBlocks, tl.sum(padded, axis=0) // BLOCK_M)
+    before = tl.cumsum(per_chunk, axis=0) - per_chunk  # this expert's pairs in earlier chunks
+    tl.store(
+        ChunkBase + chunks[:, None] * BLOCK_E + experts[None, :],
+        starts[None, :] + before,
+        mask=(chunks < NUM_CHUNKS)[:, None],
+    )
+    lane = tl.arange(0, BLOCK)
+    for s in range(0, MAX_BLOCKS, BLOCK):
+        blk = s + lane
+        owner = tl.sum((ends[None, :] <= (blk * BLOCK_M)[:, None]).to(tl.int32), axis=1)
+        tl.store(BlockExpert + blk, owner, mask=blk < MAX_BLOCKS)
+    for s in range(0, MAX_PADDED, BLOCK):
+        tl.store(
+            SortedPairs + s + lane, tl.full((BLOCK,), 0, tl.int32) + NK, mask=s + lane < MAX_PADDED
+        )
+
+
+@triton.jit
+def _align_scatter_kernel(
+    Indices, ChunkBase, SortedPairs, NK, BLOCK: tl.constexpr, BLOCK_E: tl.constexpr
+):
+    """Wide align, phase 3: each chunk writes its pairs at its base + their rank
+    among the chunk's pairs of the same expert (stable in pair order)."""
+    pid = tl.program_id(0)
+    pair = pid * BLOCK + tl.arange(0, BLOCK)
+    experts = tl.arange(0, BLOCK_E)
+    e = tl.load(Indices + pair, mask=pair < NK, other=-1)
+    one_hot = (e[:, None] == experts[None, :]).to(tl.int32)  # (BLOCK, BLOCK_E)
+    rank = tl.cumsum(one_hot, axis=0) - one_hot
+    base = tl.load(ChunkBase + pid * BLOCK_E + experts)
+    dest = tl.sum(one_hot * (base[None, :] + rank), axis=1)
+    tl.store(SortedPairs + dest, pair, mask=pair < NK)
+
+
+#: above this many pairs, align runs as three launches over chunks in parallel
+#: (one program over 8192 pairs took 64 µs on an H100; prefill calls it once per layer)
+WIDE_ALIGN_PAIRS = 1024
+
+
 def align(indices: torch.Tensor, n_experts: int, block_m: int) -> Alignment:
     """Group the pairs of ``indices (N, k)`` by expert in blocks of ``block_m`` rows."""
     nk = indices.numel()
@@ -285,20 +365,25 @@ def align(indices: torch.Tensor, n_experts: int, block_m: int) -> Alignment:
     sorted_pairs = torch.empty(max_padded, device=dev, dtype=torch.int32)
     block_expert = torch.empty(max_blocks, device=dev, dtype=torch.int32)
     num_blocks = torch.empty(1, device=dev, dtype=torch.int32)
-    _align_kernel[(1,)](
-        indices,
-        sorted_pairs,
-        block_expert,
-        num_blocks,
-        nk,
-        max_blocks,
-        max_padded,
-        BLOCK_M=block_m,
-        # one program walks all pairs: wide chunks for prefill (8192 pairs at 2048 x top-4
-        # took 64 µs in chunks of 256 on an H100)
-        BLOCK=256 if nk <= 256 else 1024,
-        BLOCK_E=triton.next_power_of_2(n_experts),
-        num_warps=4 if nk <= 256 else 16,
+    BLOCK, BLOCK_E = 256, triton.next_power_of_2(n_experts)
+    if nk <= WIDE_ALIGN_PAIRS:
+        _align_kernel[(1,)](
+            indices, sorted_pairs, block_expert, num_blocks, nk, max_blocks, max_padded,
+            BLOCK_M=block_m, BLOCK=BLOCK, BLOCK_E=BLOCK_E, num_warps=4,
+        )  # fmt: skip
+        return Alignment(sorted_pairs, block_expert, num_blocks, block_m)
+    chunks = triton.cdiv(nk, BLOCK)
+    chunk_counts = torch.empty((chunks, BLOCK_E), device=dev, dtype=torch.int32)
+    chunk_base = torch.empty((chunks, BLOCK_E), device=dev, dtype=torch.int32)
+    _align_count_kernel[(chunks,)](indices, chunk_counts, nk, BLOCK=BLOCK, BLOCK_E=BLOCK_E)
+    _align_plan_kernel[(1,)](
+        chunk_counts, chunk_base, sorted_pairs, block_expert, num_blocks,
+        nk, chunks, max_blocks, max_padded,
+        BLOCK_M=block_m, BLOCK=BLOCK, BLOCK_E=BLOCK_E, BLOCK_C=triton.next_power_of_2(chunks),
+        num_warps=8,
+    )  # fmt: skip
+    _align_scatter_kernel[(chunks,)](
+        indices, chunk_base, sorted_pairs, nk, BLOCK=BLOCK, BLOCK_E=BLOCK_E
     )
     return Alignment(sorted_pairs, block_expert, num_blocks, block_m)
 
