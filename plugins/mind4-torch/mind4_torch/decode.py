@@ -40,6 +40,7 @@ always goes through the readable path. The tests check that both paths agree.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -162,7 +163,8 @@ class Experts:
             glu, lin = h[..., 0::2], h[..., 1::2]  # (n, 1, I) each, clamped
             a = glu * torch.sigmoid(1.702 * glu)
             y = torch.baddbmm(b2, torch.addcmul(a, a, lin), w2)  # (n, 1, H): SwiGLU, then mlp2
-            residual = torch.addmm(residual, gates[:, j : j + n], y.view(n, H))  # (1, H)
+            g = gates if n == len(chosen) else gates[:, j : j + n]  # (1, n)
+            residual = torch.addmm(residual, g, y.view(n, H))  # (1, H)
         return residual
 
 
@@ -192,12 +194,12 @@ class DecodeStep:
             (
                 block.attn.norm.scale,
                 MatVec(block.attn.qkv.weight, block.attn.qkv.bias),
-                block.attn.sinks,
+                block.attn.sinks.view(self.Hkv, self.Hq // self.Hkv, 1),  # (Hkv, G, 1)
                 MatVec(block.attn.out.weight, block.attn.out.bias),
                 block.attn.window,
                 block.attn.sm_scale,
                 block.mlp.norm.scale,
-                block.mlp.gate.weight,
+                block.mlp.gate.weight.t(),  # (H, E)
                 block.mlp.gate.bias,
                 Experts(
                     block.mlp.mlp1_weight,
@@ -214,6 +216,17 @@ class DecodeStep:
         products = [self.unembedding] + [p for layer in self.layers for p in layer[1:4:2]]
         self.fold = all(p.split for p in products)  # RMSNorm into the products (rms_norm)
         self.modules = list(model.modules())
+        self._cache_views = weakref.WeakKeyDictionary()  # KVCache -> its views, while it lives
+
+    def cache_views(self, cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, row 0's keys as ``(Hkv, D, max_tokens)`` and values as
+        ``(Hkv, max_tokens, D)``: the layouts the attention matmuls take, as views made
+        once per cache (a decode step then only narrows them to the visible positions)."""
+        views = self._cache_views.get(cache)
+        if views is None:
+            views = [(k.permute(1, 2, 0), v.transpose(0, 1)) for k, v in cache.rows()]
+            self._cache_views[cache] = views
+        return views
 
     def applies(self) -> bool:
         """True when the model is the standard one (see :func:`standard`) and no module
@@ -228,8 +241,8 @@ class DecodeStep:
         of ``torch.rms_norm``'s eight). That needs ``r`` on the host, so only where every
         product splits (CPU, float32); elsewhere ``(rmsnorm(x), 1.0)``."""
         if self.fold:
-            square_sum = torch.dot(x[0], x[0]).item()
-            return x * scale, 1.0 / math.sqrt(square_sum / self.H + self.eps)
+            norm = torch.linalg.vector_norm(x).item()
+            return x * scale, 1.0 / math.sqrt(norm * norm / self.H + self.eps)
         return cast(torch.rms_norm(float32(x), (self.H,), scale, self.eps), x.dtype), 1.0
 
     def __call__(self, token: torch.Tensor, cache, pos: int) -> torch.Tensor:
@@ -242,30 +255,33 @@ class DecodeStep:
         x = model.embedding.weight[token.view(1)]  # (1, H)
 
         rows = cache.rows()  # per layer: keys, values of row 0, (max_tokens, Hkv, D) each
-        for layer, (key_cache, value_cache) in zip(self.layers, rows, strict=True):
+        for layer, (key_cache, value_cache), (keys_t, values_t) in zip(
+            self.layers, rows, self.cache_views(cache), strict=True
+        ):
             n1, qkv_proj, sinks, out_proj, window, sm_scale, n2, wg, bg, experts = layer
             # attention
             qkv = qkv_proj(*self.rms_norm(x, n1)).view(Hq + 2 * Hkv, D)  # (Hq + 2 Hkv, D)
-            qk = cast(torch.mm(float32(qkv[: Hq + Hkv]), rot), qkv.dtype)  # q, k heads rotated
-            key_cache[pos].copy_(qk[Hq:])
-            value_cache[pos].copy_(qkv[Hq + Hkv :])
+            qk, v = qkv.split_with_sizes([Hq + Hkv, Hkv])  # (Hq + Hkv, D), (Hkv, D)
+            qk = cast(torch.mm(float32(qk), rot), qkv.dtype)  # q and k heads rotated
+            q, k_new = qk.split_with_sizes([Hq, Hkv])  # (Hq, D), (Hkv, D)
+            key_cache[pos].copy_(k_new)
+            value_cache[pos].copy_(v)
             start = max(0, pos - window + 1) if window else 0  # the visible keys: no mask needed
-            keys = float32(key_cache[start : pos + 1])  # (S, Hkv, D)
-            values = float32(value_cache[start : pos + 1])  # (S, Hkv, D)
-            q = float32(qk[:Hq]).view(Hkv, G, D)  # (Hkv, G, D)
+            keys = float32(keys_t.narrow(2, start, pos + 1 - start))  # (Hkv, D, S)
+            values = float32(values_t.narrow(1, start, pos + 1 - start))  # (Hkv, S, D)
             scores = torch.baddbmm(
-                self.zero, q, keys.permute(1, 2, 0), beta=0, alpha=sm_scale
+                self.zero, float32(q).view(Hkv, G, D), keys, beta=0, alpha=sm_scale
             )  # (Hkv, G, S) = q kᵀ · sm_scale
-            scores = torch.cat([scores, sinks.view(Hkv, G, 1)], dim=-1)  # the sink column
+            scores = torch.cat([scores, sinks], dim=-1)  # the sink column
             probs = torch.softmax(scores, dim=-1)[..., :-1]  # (Hkv, G, S)
-            o = torch.bmm(probs, values.transpose(0, 1)).view(1, Hq * D)  # (1, Hq D)
+            o = torch.bmm(probs, values).view(1, Hq * D)  # (1, Hq D)
             x = out_proj.add_to(x, cast(o, x.dtype))  # (1, H)
 
             # mixture of experts
             t, r = self.rms_norm(x, n2)  # (1, H): rmsnorm(x) = r t
-            logits = torch.addmm(bg, t, wg.t(), alpha=r)  # (1, E) router
+            logits = torch.addmm(bg, t, wg, alpha=r)  # (1, E) router
             top, idx = torch.topk(float32(logits), k, dim=-1)  # (1, k)
-            gates = torch.softmax(top, dim=-1).to(x.dtype)  # (1, k)
+            gates = cast(torch.softmax(top, dim=-1), x.dtype)  # (1, k)
             x = experts(t, x, idx.tolist()[0], gates, alpha=r)  # (1, H)
 
         logits = self.unembedding(*self.rms_norm(x, model.norm.scale))  # (1, V)
