@@ -11,8 +11,9 @@ through the backend factory exactly as ``mind4 run`` does, then measures:
   mean and best window of 16 tokens (the machine may be shared),
   which shows that decode cost grows linearly with context, not quadratically;
 - batch decode: tokens/s with ``--batch`` rows at different offsets;
-- on CPU, the streaming bandwidth ``x @ W`` reaches right now and the decode speed it
-  bounds (weight bytes per token / bandwidth): batch-1 decode is memory-bound;
+- on CPU, the streaming bandwidth the decode path's matrix-vector products reach right
+  now (and plain one-thread ``x @ W``), and the decode speed it bounds (weight bytes per
+  token / bandwidth): batch-1 decode is memory-bound;
 - peak resident memory.
 """
 
@@ -83,19 +84,41 @@ def weight_bytes_per_token(cfg, itemsize: int) -> int:
     return itemsize * (cfg.num_hidden_layers * (attn + experts) + cfg.vocab_size * H + H)
 
 
-def streaming_bandwidth(device: str, dtype: torch.dtype, total_mib: int = 192) -> float:
-    """GB/s of ``x @ W`` over ``total_mib`` of distinct weights (more than the CPU caches):
-    the memory bandwidth decode can use on this machine right now."""
-    n = total_mib // 2
-    weights = [torch.randn(512, 1024, dtype=dtype, device=device) for _ in range(n)]
-    x = torch.randn(1, 512, dtype=dtype, device=device)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for w in weights:
-            x @ w
-        best = min(best, time.perf_counter() - start)
-    return n * w.numel() * w.element_size() / best / 1e9
+def streaming_bandwidth(device: str, dtype: torch.dtype, total_mib: int = 192) -> dict:
+    """GB/s of one-token matrix-vector products over ``total_mib`` of distinct weights
+    (more than the CPU caches): the memory bandwidth decode can use on this machine now.
+
+    ``decode_path``: the product the decode fast path runs (:class:`mind4_torch.decode.
+    MatVec`: input-major weights in a huge-page arena, split over two threads where that
+    pays); ``one_thread``: plain ``x @ W``, which PyTorch's BLAS runs on one thread."""
+    from mind4_torch.decode import MatVec
+    from mind4_torch.runtime import WeightArena
+
+    n, shape = total_mib // 2, (1024, 512)  # (out, in) float32: 2 MiB each
+    arena = WeightArena(WeightArena.size_of([(shape, dtype)] * n)) if device == "cpu" else None
+    weights = []
+    for _ in range(n):
+        w = arena.take(shape, dtype, input_major=True) if arena else torch.empty(shape).t()
+        weights.append(w.copy_(torch.randn(shape)).to(device))
+    x = torch.randn(1, shape[1], dtype=dtype, device=device)
+    products = [MatVec(w, None) for w in weights]
+
+    def rate(step) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for w, product in zip(weights, products, strict=True):
+                step(w, product)
+            if device != "cpu":
+                torch.accelerator.synchronize()
+            best = min(best, time.perf_counter() - start)
+        return n * w.numel() * w.element_size() / best / 1e9
+
+    with torch.inference_mode():
+        return {
+            "decode_path": rate(lambda w, product: product(x)),
+            "one_thread": rate(lambda w, product: x @ w.t()),
+        }
 
 
 def compare_transformers(rt, prompt: np.ndarray, n: int, rounds: int = 3) -> dict:
@@ -258,8 +281,12 @@ def main(argv=None) -> dict:
         "batch_decode": batch,
         "versus_transformers": versus,
         "weight_mib_per_token": round(per_token / 2**20, 1),
-        "memory_bandwidth_gb_s": None if bandwidth is None else round(bandwidth, 1),
-        "decode_bound_tok_s": None if bandwidth is None else round(bandwidth * 1e9 / per_token, 1),
+        "memory_bandwidth_gb_s": None
+        if bandwidth is None
+        else {k: round(v, 1) for k, v in bandwidth.items()},
+        "decode_bound_tok_s": None
+        if bandwidth is None
+        else round(bandwidth["decode_path"] * 1e9 / per_token, 1),
         "peak_rss_mib": round(peak / 2**20, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "torch": torch.__version__,
