@@ -8,15 +8,37 @@
  *             [--placement auto|mapped|copied]
  *
  * --dir loads a checkpoint directory instead of building a model in memory.
+ * --ab step|variant: paired comparison in one process, for a noisy shared
+ * machine: decode alternates in blocks of 16 tokens (A B B A ...) between the
+ * per-kernel path (A) and the decode step (B), or m4_ab_variant 0 (A) and 1
+ * (B), and reports each one's tok/s over --reps rounds of --decode tokens.
+ * --roofline 1: after every 16 decoded tokens, 2 passes over 256 MB with the
+ * model's threads measure the DRAM read rate of that moment; reports decode's
+ * weight-read rate as a fraction of it (the host's bandwidth varies with its
+ * other tenants, the fraction much less).
  * Decode: tokens appended and processed one at a time after a prefill of
  * --prefill tokens; the reported figure is the median of --reps runs. */
 #include "bench_util.h"
 #include "ckpt_builder.h"
+#include "engine.h"
 #include "pool.h"
 
 static int cmp_double(const void* a, const void* b) {
     double x = *(const double*)a, y = *(const double*)b;
     return (x > y) - (x < y);
+}
+
+typedef struct read_task {
+    const float* data;
+    size_t n;
+    float sink[64];
+} read_task;
+
+static void read_worker(void* arg, size_t index, size_t count) {
+    read_task* t = (read_task*)arg;
+    size_t b, e;
+    m4_split(t->n, 1024, index, count, &b, &e);
+    if (e > b && index < 64) t->sink[index] += m4_kernels()->max(t->data + b, e - b);
 }
 
 static void die(mind4_status st, const char* what) {
@@ -107,6 +129,77 @@ int main(int argc, char** argv) {
     die(mind4_sampler_create(&sampler), "sampler");
     die(mind4_sampler_set_params(sampler, 0.0f, 0, 1.0f), "sampler");
 
+    if (arg_int(argc, argv, "--roofline", 0)) {
+        size_t n = (size_t)64 << 20; /* 256 MB of floats */
+        float* buf = (float*)m4_alloc_huge(n * sizeof(float));
+        if (!buf) return 1;
+        m4_fill_uniform(buf, n, 9, -1.0f, 1.0f);
+        read_task rt;
+        memset(&rt, 0, sizeof rt);
+        rt.data = buf;
+        rt.n = n;
+        double t_dec = 0, t_read = 0;
+        size_t n_dec = 0, n_read = 0;
+        for (int r = -1; r < reps; r++) {
+            die(mind4_context_reset(ctx, NULL, 0), "reset");
+            die(mind4_context_append_tokens(ctx, tokens, prefill), "append");
+            die(mind4_context_process(ctx), "prefill");
+            for (size_t i = 0; i < decode; i++) {
+                double a = now_seconds();
+                uint32_t next;
+                die(mind4_context_sample(ctx, sampler, &next), "sample");
+                die(mind4_context_append_tokens(ctx, &next, 1), "append");
+                die(mind4_context_process(ctx), "decode");
+                double b = now_seconds();
+                if (r >= 0) {
+                    t_dec += b - a;
+                    n_dec++;
+                }
+                if (i % 16 == 15) {
+                    for (int pass = 0; pass < 2; pass++) m4_pool_run(model->pool, read_worker, &rt);
+                    if (r >= 0) {
+                        t_read += now_seconds() - b;
+                        n_read += 2;
+                    }
+                }
+            }
+        }
+        double dec_gbs = (double)per_token * (double)n_dec / t_dec / 1e9;
+        double read_gbs = (double)n * 4.0 * (double)n_read / t_read / 1e9;
+        printf("roofline: decode %.0f tok/s = %.1f GB/s of weights; DRAM read %.1f GB/s; fraction %.2f\n",
+               (double)n_dec / t_dec, dec_gbs, read_gbs, dec_gbs / read_gbs);
+        m4_free(buf);
+        return 0;
+    }
+    const char* ab = arg_str(argc, argv, "--ab", NULL);
+    if (ab) {
+        int* knob = strcmp(ab, "step") == 0 ? &m4_decode_step_enabled : &m4_ab_variant;
+        double t_ab[2] = {0, 0};
+        size_t n_ab[2] = {0, 0};
+        for (int r = -1; r < reps; r++) {
+            die(mind4_context_reset(ctx, NULL, 0), "reset");
+            die(mind4_context_append_tokens(ctx, tokens, prefill), "append");
+            die(mind4_context_process(ctx), "prefill");
+            for (size_t i = 0; i < decode; i++) {
+                size_t block = i / 16;
+                int which = (int)((block ^ (block >> 1)) & 1); /* A B B A A B B A ... */
+                *knob = which;
+                double a = now_seconds();
+                uint32_t next;
+                die(mind4_context_sample(ctx, sampler, &next), "sample");
+                die(mind4_context_append_tokens(ctx, &next, 1), "append");
+                die(mind4_context_process(ctx), "decode");
+                if (r >= 0) {
+                    t_ab[which] += now_seconds() - a;
+                    n_ab[which]++;
+                }
+            }
+        }
+        *knob = strcmp(ab, "step") == 0 ? 1 : 0;
+        printf("a/b %s: A %.0f tok/s   B %.0f tok/s   B/A %.3f\n", ab, (double)n_ab[0] / t_ab[0],
+               (double)n_ab[1] / t_ab[1], ((double)n_ab[1] / t_ab[1]) / ((double)n_ab[0] / t_ab[0]));
+        return 0;
+    }
     double* prefill_s = (double*)calloc((size_t)reps, sizeof(double));
     double* decode_s = (double*)calloc((size_t)reps, sizeof(double));
     double* prefill_cpu = (double*)calloc((size_t)reps, sizeof(double));
@@ -131,6 +224,7 @@ int main(int argc, char** argv) {
 #if defined(M4_POOL_PROFILE)
         if (r == reps - 1) fprintf(stderr, "-- decode\n");
         m4_pool_profile_dump();
+        m4_decode_profile_dump();
 #endif
         if (r >= 0) {
             prefill_s[r] = b - a;

@@ -4,6 +4,7 @@
  *
  *   bench_matmul [--threads 2] [--rows 8192] [--cols 512] [--T 512] [--reps 20] [--stream 0|1] */
 #include "bench_util.h"
+#include "engine.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -14,7 +15,8 @@ int main(int argc, char** argv) {
     int reps = (int)arg_int(argc, argv, "--reps", 20);
     /* several copies of the weights so decode reads from DRAM, not cache */
     size_t copies = (size_t)arg_int(argc, argv, "--copies", 8);
-    bool stream = arg_int(argc, argv, "--stream", 0) != 0; /* non-temporal prefetch in the GEMVs */
+    bool stream = arg_int(argc, argv, "--stream", 0) != 0;
+    bool ab = arg_int(argc, argv, "--ab", 0) != 0; /* compare m4_ab_variant 0 and 1 */ /* non-temporal prefetch in the GEMVs */
     m4_pool* pool = NULL;
     if (m4_pool_create((uint32_t)threads, &pool) != MIND4_SUCCESS) return 1;
     float* wf = (float*)m4_alloc_huge(N * K * 4 * copies);
@@ -45,12 +47,17 @@ int main(int argc, char** argv) {
         }
         double t;
         size_t c = 0;
-        BEST_OF(reps, t, {
-            for (c = 0; c < copies; c++) m4_matmul(pool, &m[c], NULL, x, 1, y, scratch, per);
-        });
         double bytes = (double)m4_matrix_bytes(&m[0]) * (double)copies;
-        printf("  %-8s GEMV (T=1):   %7.1f GB/s  (%.3f ms per %.1f MB)\n", mind4_dtype_string(dtypes[d]),
-               bytes / t / 1e9, t * 1e3 / (double)copies, bytes / (double)copies / 1e6);
+        for (int v = 0; v <= (ab ? 1 : 0); v++) { /* --ab: m4_ab_variant 0 then 1 */
+            m4_ab_variant = v;
+            BEST_OF(reps, t, {
+                for (c = 0; c < copies; c++) m4_matmul(pool, &m[c], NULL, x, 1, y, scratch, per);
+            });
+            printf("  %-8s GEMV (T=1):   %7.1f GB/s  (%.3f ms per %.1f MB)%s\n", mind4_dtype_string(dtypes[d]),
+                   bytes / t / 1e9, t * 1e3 / (double)copies, bytes / (double)copies / 1e6,
+                   ab ? (v ? "  [B]" : "  [A]") : "");
+        }
+        m4_ab_variant = 0;
         BEST_OF(reps / 4 + 1, t, m4_matmul(pool, &m[0], NULL, x, T, y, scratch, per));
         printf("  %-8s GEMM (T=%zu): %7.1f GFLOP/s\n", mind4_dtype_string(dtypes[d]), T,
                2.0 * (double)N * (double)K * (double)T / t / 1e9);

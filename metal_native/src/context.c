@@ -344,6 +344,43 @@ static void decode_combine(const mind4_context* ctx, float* x, const float* gw, 
     }
 }
 
+#if defined(M4_POOL_PROFILE)
+/* per thread (up to 4) and phase: work and barrier-wait seconds */
+#include <stdio.h>
+#include <time.h>
+static double g_ph_work[4][6], g_ph_wait[4][6];
+static size_t g_ph_tokens;
+static double ph_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#define PH_MARK(phase)                                                      \
+    do {                                                                    \
+        double t_ = ph_now();                                               \
+        if (index < 4) g_ph_work[index][phase] += t_ - ph_t;                \
+        m4_pool_barrier(m->pool);                                           \
+        ph_t = ph_now();                                                    \
+        if (index < 4) g_ph_wait[index][phase] += ph_t - t_;                \
+    } while (0)
+void m4_decode_profile_dump(void) {
+    const char* names[6] = {"A attn", "B out", "C mlp1", "D mlp2", "unembed", ""};
+    for (int p = 0; p < 5; p++) {
+        fprintf(stderr, "  %-8s", names[p]);
+        for (int i = 0; i < 2; i++) {
+            fprintf(stderr, "  t%d work %7.1f us wait %6.1f us", i, 1e6 * g_ph_work[i][p] / (double)g_ph_tokens,
+                    1e6 * g_ph_wait[i][p] / (double)g_ph_tokens);
+        }
+        fprintf(stderr, "\n");
+    }
+    memset(g_ph_work, 0, sizeof g_ph_work);
+    memset(g_ph_wait, 0, sizeof g_ph_wait);
+    g_ph_tokens = 0;
+}
+#else
+#define PH_MARK(phase) m4_pool_barrier(m->pool)
+#endif
+
 static void decode_worker(void* arg, size_t index, size_t count) {
     decode_task* task = (decode_task*)arg;
     mind4_context* ctx = task->ctx;
@@ -363,6 +400,10 @@ static void decode_worker(void* arg, size_t index, size_t count) {
     float* scratch = ctx->scratch + index * ctx->scratch_per_thread;
     m4_steal* steal = ctx->dec_steals;
     size_t b, e;
+#if defined(M4_POOL_PROFILE)
+    double ph_t = ph_now();
+    if (index == 0) g_ph_tokens++;
+#endif
     m4_embedding(&m->embedding, ctx->tokens + p0, 1, x);
     for (size_t l = 0; l < c->num_hidden_layers; l++, steal += 3) {
         const m4_layer* Lw = &m->layers[l];
@@ -373,11 +414,11 @@ static void decode_worker(void* arg, size_t index, size_t count) {
         float* kc = ctx->k_cache + l * ctx->max_tokens * KV;
         float* vc = ctx->v_cache + l * ctx->max_tokens * KV;
         for (size_t g = index; g < nkv; g += count) attend_group(ctx, Lw, &a, kc, vc, xn, g, scratch);
-        m4_pool_barrier(m->pool);
+        PH_MARK(0);
         /* B: out projection */
         m4_matmul_job out = {&Lw->out, Lw->out_bias, ctx->attn, Lw->out.cols, ctx->tmp, H, 1};
         while (m4_steal_next(&steal[0], index, &b, &e)) m4_matmul_rows(&out, b, e, scratch);
-        m4_pool_barrier(m->pool);
+        PH_MARK(1);
         /* C: residual, norm, router, mlp1 + SwiGLU */
         for (size_t i = 0; i < H; i++) x[i] += ctx->tmp[i];
         m4_rmsnorm(x, Lw->mlp_norm, eps, 1, H, xn);
@@ -399,7 +440,7 @@ static void decode_worker(void* arg, size_t index, size_t count) {
                 b += n;
             }
         }
-        m4_pool_barrier(m->pool);
+        PH_MARK(2);
         /* D: mlp2 */
         while (m4_steal_next(&steal[2], index, &b, &e)) {
             while (b < e) {
@@ -410,17 +451,24 @@ static void decode_worker(void* arg, size_t index, size_t count) {
                 b += n;
             }
         }
-        m4_pool_barrier(m->pool);
+        PH_MARK(3);
     }
     decode_combine(ctx, x, gw, order);
     m4_rmsnorm(x, m->norm, eps, 1, H, xn);
     m4_matmul_job un = {&m->unembedding, NULL, xn, H, ctx->logits, V, 1};
     while (m4_steal_next(steal, index, &b, &e)) m4_matmul_rows(&un, b, e, scratch);
+#if defined(M4_POOL_PROFILE)
+    if (index < 4) g_ph_work[index][4] += ph_now() - ph_t;
+#endif
 }
+
+int m4_decode_step_enabled = 1;
+int m4_ab_variant = 0;
 
 /* The decode step applies when every thread gets the same number of KV groups. */
 static bool decode_step_applies(const mind4_context* ctx, size_t T) {
-    return T == 1 && ctx->model->config.num_key_value_heads % m4_pool_size(ctx->model->pool) == 0;
+    return T == 1 && m4_decode_step_enabled &&
+           ctx->model->config.num_key_value_heads % m4_pool_size(ctx->model->pool) == 0;
 }
 
 static void decode_step(mind4_context* ctx, size_t p0) {

@@ -77,6 +77,17 @@ struct mind4_sampler {
     size_t work_capacity;
 };
 
+/* Decode path switch for tests and benchmarks: 1 (default) runs a decoded
+ * token as one parallel task (decode_step in context.c), 0 the per-kernel path. */
+extern int m4_decode_step_enabled;
+/* Development knob for paired A/B benchmarks of kernel variants (bench_e2e
+ * --ab variant): 0 by default; code under test may read it. */
+extern int m4_ab_variant;
+
+#if defined(M4_POOL_PROFILE)
+void m4_decode_profile_dump(void); /* per-phase times of the decode step (stderr) */
+#endif
+
 /* Run the model over tokens [from, from + T) of the context (their KV written),
  * logits of the last one into ctx->logits, and of all into all_logits if set. */
 mind4_status m4_forward(mind4_context* ctx, size_t from, size_t T, float* all_logits);
