@@ -9,13 +9,15 @@ module computes exactly what :class:`mind4_torch.model.Transformer` computes for
 - no module calls, no shape checks, views instead of reshapes;
 - RoPE as one ``(D, D)`` rotation matrix per token (``x @ rot = x * cos + roll(x, D/2) *
   sin``), applied to q and k heads together by one matmul per layer;
-- attention on the visible cache slice only, no mask (a single query sees all of it);
+- attention on the visible cache slice only, no mask (a single query sees all of it),
+  through views of the cache in the layouts the matmuls take, made once per cache;
 - the ``k`` selected experts only.
 
 **Both cores on every matrix-vector product** (CPU, float32). A ``(1, in) @ (in, out)``
-product runs on one thread in PyTorch's BLAS whatever ``torch.set_num_threads`` says,
-and one core streams ~15-20 GB/s of weights where two stream ~30-50. So each product
-is a batched matmul of two halves, which the BLAS runs on two threads:
+product runs on one thread in PyTorch's BLAS whatever ``torch.set_num_threads`` says;
+on the 2-core CPU box one thread streams 13-24 GB/s of weights (1-16 MiB matrices), two
+25-35. So each product is a batched matmul of two halves, which the BLAS runs on two
+threads:
 
 - a linear layer splits its *input*: the weight is stored input-major (see
   :mod:`mind4_torch.runtime`), so its first and last ``in/2`` rows are two contiguous
@@ -115,7 +117,9 @@ class Experts:
         self.split = dense and (all(split_pays(w) for w in (w1, w2)) if split is None else split)
         if self.split:
             self.tensors = (w1, b1.unsqueeze(1), w2, b2.unsqueeze(1))  # biases (E, 1, out)
-            self.views: dict[tuple[int, ...], tuple[torch.Tensor, ...]] = {}
+            E = len(b1)
+            #: views per pair of experts, kept while there are few pairs (E = 8: 28)
+            self.views: dict | None = {} if E * (E - 1) // 2 <= 1024 else None
             # SwiGLU's clamps as one: glu (even columns) <= limit, -limit <= lin (odd ones)
             I = b1.shape[-1] // 2  # noqa: E741
             bounds = dict(dtype=b1.dtype, device=b1.device)
@@ -127,18 +131,20 @@ class Experts:
     def batch(self, chosen: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
         """``w1ᵀ (n, H, 2I), b1 (n, 1, 2I), w2ᵀ (n, I, H), b2 (n, 1, H)`` of experts
         ``chosen`` (ascending, evenly spaced): views into the expert tensors, made once."""
-        views = self.views.get(chosen)
+        views = None if self.views is None else self.views.get(chosen)
         if views is None:
             n, first = len(chosen), chosen[0]
             step = chosen[1] - first if n > 1 else 1
             views = []
-            for t in self.tensors:  # (E, rows, cols) -> (n, cols, rows)
+            for i, t in enumerate(self.tensors):  # (E, rows, cols) -> (n, rows, cols)
                 s = t.stride()
                 view = t.as_strided(
                     (n, *t.shape[1:]), (step * s[0], *s[1:]), t.storage_offset() + first * s[0]
                 )
-                views.append(view.transpose(1, 2) if t.shape[1] > 1 else view)
-            views = self.views[chosen] = tuple(views)
+                views.append(view.transpose(1, 2) if i % 2 == 0 else view)  # weights: (n, in, out)
+            views = tuple(views)
+            if self.views is not None:
+                self.views[chosen] = views
         return views
 
     def __call__(

@@ -94,7 +94,8 @@ def one_token(
     """``x (1, H)`` through its experts ``chosen`` with weights ``gates`` -> ``(1, H)``.
 
     One matrix-vector product per expert matrix, reading only the chosen experts.
-    (A batched matmul over strided views of the k experts measured slower on CPU.)"""
+    (The decode fast path, :class:`mind4_torch.decode.Experts`, batches pairs of
+    experts instead, so that two threads share the products on CPU.)"""
     h = torch.cat([F.linear(x, w1[e], b1[e]) for e in chosen])  # (k, 2I)
     a = swiglu(h, limit)  # (k, I)
     out = F.linear(a[:1], w2[chosen[0]], b2[chosen[0]]).mul_(gates[0])  # (1, H)

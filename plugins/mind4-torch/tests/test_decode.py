@@ -46,19 +46,24 @@ def test_matvec_splits_only_input_major_float32_weights(monkeypatch):
     assert not MatVec(input_major(randn(8, 6)), None).split
 
 
+@pytest.mark.parametrize("E", [6, 50])  # views kept per pair, or made each time (many pairs)
 @pytest.mark.parametrize(
     "chosen", [[3], [1, 4], [4, 1], [0, 5], [5, 2, 0], [2, 0, 3, 5], [5, 4, 3, 2, 1, 0]]
 )
-def test_experts_in_batched_pairs_match_the_oracle(chosen):
+def test_experts_in_batched_pairs_match_the_oracle(chosen, E):
     """Any order and spacing of the chosen experts; the SwiGLU clamps are exercised."""
-    E, H, I = 6, 16, 12  # noqa: E741
+    H, I = 16, 12  # noqa: E741
     w1, b1 = input_major(randn(E, 2 * I, H, scale=1.5)), randn(E, 2 * I)
     w2, b2 = input_major(randn(E, H, I, scale=0.3)), randn(E, H)
     x, residual = randn(1, H), randn(1, H)
     gates = torch.softmax(randn(1, len(chosen)), dim=-1)
     with torch.inference_mode():
-        split = Experts(w1, b1, w2, b2, 7.0, split=True)(x, residual, list(chosen), gates)
+        experts = Experts(w1, b1, w2, b2, 7.0, split=True)
+        assert (experts.views is None) == (E == 50)
+        split = experts(x, residual, list(chosen), gates)
+        again = experts(x, residual, list(chosen), gates)  # views reused
         plain = Experts(w1, b1, w2, b2, 7.0, split=False)(x, residual, list(chosen), gates)
+    torch.testing.assert_close(split, again, rtol=0, atol=0)
     h = np.einsum("eoh,h->eo", np64(w1), np64(x)[0])[chosen]
     assert (np.abs(h) > 7).any()  # both clamps matter
     ref = np64(residual) + oracle.experts(
