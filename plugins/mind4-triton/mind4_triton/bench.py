@@ -213,25 +213,19 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
         EC(16, 32, 128, 64, 128, 4, 3),  # v1: tile decode + tl.dot
         EC(16, 32, 32, 64, 32, 4, 3, fp16_groups=True),  # v2: scale groups, fp16 bits
         EC(1, 8, 512, 8, 512, 2, 2, gemv=True),  # v3: GEMV, fp16 codes
-        EC(1, 8, 512, 8, 512, 2, 2, gemv=True, f32_codes=True),  # v4: GEMV, float32 codes
-        EC(1, 16, 256, 16, 256, 4, 3, gemv=True, f32_codes=True),
-        EC(1, 16, 512, 16, 512, 4, 2, gemv=True, f32_codes=True),
-        EC(1, 4, 512, 4, 512, 1, 2, gemv=True, f32_codes=True),
+        EC(1, 4, 512, 4, 512, 1, 2, gemv=True, f32_codes=True),  # v4: GEMV, float32 codes
         EC(1, 8, 256, 8, 256, 2, 3, gemv=True, f32_codes=True),
-        EC(1, 32, 256, 32, 256, 4, 3, gemv=True, f32_codes=True),
-        EC(1, 8, 1024, 8, 1024, 4, 2, gemv=True, f32_codes=True),
+        EC(1, 16, 256, 16, 256, 4, 3, gemv=True, f32_codes=True),
+        EC(1, 2, 512, 2, 512, 1, 2, gemv=True, f32_codes=True),
     ]
     for c in decode_configs:
         for N in (1, 8):
             moe_case(N, c, "decode")
     prefill_configs = [
         EC(128, 64, 64, 128, 64, 8, 3),  # run 1's choice
-        EC(128, 64, 64, 128, 64, 8, 3, f32_codes=True),  # run 2's choice
-        EC(128, 64, 64, 128, 64, 8, 4, f32_codes=True),
-        EC(256, 64, 64, 128, 64, 8, 3, f32_codes=True),
-        EC(128, 64, 64, 64, 64, 8, 3, f32_codes=True),
-        EC(128, 32, 64, 128, 64, 4, 3, f32_codes=True),
-        EC(128, 64, 32, 128, 32, 8, 4, f32_codes=True),
+        EC(128, 64, 64, 128, 64, 8, 4, f32_codes=True),  # run 4's choice
+        EC(128, 64, 64, 128, 64, 8, 5, f32_codes=True),
+        EC(128, 64, 64, 64, 64, 8, 4, f32_codes=True),
     ]
     for c in prefill_configs:
         moe_case(2048, c, "prefill")
@@ -318,8 +312,8 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
 
     # matvecs of decode: cuBLAS against the Triton GEMV; the faster serves this run
     GC = gemv_kernels.GemvConfig
-    gemv_configs = [GC(4, 512, 4), GC(4, 256, 4), GC(4, 128, 2), GC(8, 256, 4), GC(8, 128, 4),
-                    GC(2, 512, 2), GC(16, 128, 4)]  # fmt: skip
+    gemv_configs = [GC(2, 512, 2), GC(4, 512, 4), GC(4, 256, 4), GC(1, 4096, 4), GC(2, 4096, 8),
+                    GC(1, 1024, 2), GC(2, 1024, 4), GC(1, 2048, 4)]  # fmt: skip
     for name, (n_out, n_in, has_bias) in {
         "qkv": (cfg.qkv_dim, H, True),
         "out": (H, Hq * D, True),
