@@ -73,13 +73,13 @@ int main(int argc, char** argv) {
     m4_fill_uniform(sinks, Hq, 6, -1.0f, 1.0f);
     size_t windows[2] = {0, 128};
     for (int w = 0; w < 2; w++) {
-        m4_sdpa_args s1 = {a, Hq * D, kc, vc, sinks, c, 1, S - 1, Hq, Hkv, D, windows[w], 0.125f, scratch, per};
+        m4_sdpa_args s1 = {a, Hq * D, kc, vc, sinks, c, 1, S - 1, Hq, Hkv, D, windows[w], 0.125f, scratch, per, 0, 0};
         BEST_OF(reps, t, m4_sdpa(pool, &s1));
         size_t keys = windows[w] ? windows[w] : S;
         char name[80];
         snprintf(name, sizeof name, "sdpa decode, %zu keys", keys);
         report(name, t, (double)keys * Hkv * D * 8, 4.0 * keys * Hq * D);
-        m4_sdpa_args sp = {a, Hq * D, kc, vc, sinks, c, T, 0, Hq, Hkv, D, windows[w], 0.125f, scratch, per};
+        m4_sdpa_args sp = {a, Hq * D, kc, vc, sinks, c, T, 0, Hq, Hkv, D, windows[w], 0.125f, scratch, per, 0, 0};
         BEST_OF(reps / 4 + 1, t, m4_sdpa(pool, &sp));
         double pairs = 0;
         for (size_t q = 0; q < T; q++) pairs += (double)(windows[w] && q + 1 > windows[w] ? windows[w] : q + 1);

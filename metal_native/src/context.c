@@ -243,6 +243,8 @@ static m4_sdpa_args sdpa_args(mind4_context* ctx, const m4_layer* Lw, size_t lay
     a.sm_scale = (float)(1.0 / sqrt((double)D));
     a.scratch = ctx->scratch;
     a.scratch_floats_per_thread = ctx->scratch_per_thread;
+    a.kv_row_stride = D;
+    a.kv_head_stride = ctx->max_tokens * D;
     return a;
 }
 
@@ -253,7 +255,7 @@ typedef struct attention_decode_task {
     mind4_context* ctx;
     const m4_layer* Lw;
     m4_sdpa_args a;
-    float *k_cache, *v_cache; /* this layer's caches [max_tokens, Hkv D] */
+    float *k_cache, *v_cache; /* this layer's caches [Hkv, max_tokens, D] */
 } attention_decode_task;
 
 /* q, k, v of KV group g from xn (three row ranges of the qkv matrix), RoPE,
@@ -262,7 +264,7 @@ static void attend_group(mind4_context* ctx, const m4_layer* Lw, const m4_sdpa_a
                          float* v_cache, const float* xn, size_t g, float* scratch) {
     const mind4_model_config* c = &ctx->model->config;
     size_t H = c->hidden_size, D = c->head_dim, nq = c->num_attention_heads, nkv = c->num_key_value_heads;
-    size_t group = nq / nkv, QKV = (nq + 2 * nkv) * D, KV = nkv * D, p0 = a->offset;
+    size_t group = nq / nkv, QKV = (nq + 2 * nkv) * D, p0 = a->offset, at = (g * ctx->max_tokens + p0) * D;
     size_t first[3] = {g * group * D, nq * D + g * D, (nq + nkv) * D + g * D}; /* q, k, v rows */
     size_t rows[3] = {group * D, D, D};
     for (int part = 0; part < 3; part++) {
@@ -272,8 +274,8 @@ static void attend_group(mind4_context* ctx, const m4_layer* Lw, const m4_sdpa_a
     }
     m4_rope_apply(ctx->qkv + first[0], 1, QKV, group, D, ctx->rope_cos, ctx->rope_sin);
     m4_rope_apply(ctx->qkv + first[1], 1, QKV, 1, D, ctx->rope_cos, ctx->rope_sin);
-    memcpy(k_cache + p0 * KV + g * D, ctx->qkv + first[1], D * sizeof(float));
-    memcpy(v_cache + p0 * KV + g * D, ctx->qkv + first[2], D * sizeof(float));
+    memcpy(k_cache + at, ctx->qkv + first[1], D * sizeof(float));
+    memcpy(v_cache + at, ctx->qkv + first[2], D * sizeof(float));
     m4_sdpa_decode_group(a, g, scratch);
 }
 
@@ -302,9 +304,13 @@ static void attention(mind4_context* ctx, const m4_layer* Lw, size_t layer, size
         m4_rope_apply(ctx->qkv, T, QKV, nq + nkv, D, ctx->rope_cos, ctx->rope_sin);
         float* kc = ctx->k_cache + layer * ctx->max_tokens * KV;
         float* vc = ctx->v_cache + layer * ctx->max_tokens * KV;
-        for (size_t t = 0; t < T; t++) {
-            memcpy(kc + (p0 + t) * KV, ctx->qkv + t * QKV + nq * D, KV * sizeof(float));
-            memcpy(vc + (p0 + t) * KV, ctx->qkv + t * QKV + (nq + nkv) * D, KV * sizeof(float));
+        for (size_t g = 0; g < nkv; g++) {
+            float* kg = kc + (g * ctx->max_tokens + p0) * D;
+            float* vg = vc + (g * ctx->max_tokens + p0) * D;
+            for (size_t t = 0; t < T; t++) {
+                memcpy(kg + t * D, ctx->qkv + t * QKV + (nq + g) * D, D * sizeof(float));
+                memcpy(vg + t * D, ctx->qkv + t * QKV + (nq + nkv + g) * D, D * sizeof(float));
+            }
         }
         m4_sdpa(m->pool, &a);
     }

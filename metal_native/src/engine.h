@@ -45,7 +45,7 @@ struct mind4_context {
     mind4_model* model;
     size_t max_tokens, num_tokens, num_processed;
     uint32_t* tokens;
-    float* k_cache; /* [L, max_tokens, Hkv D] */
+    float* k_cache; /* [L, Hkv, max_tokens, D]: one contiguous run per layer and KV head */
     float* v_cache;
     float* logits;  /* [V] of the last processed token */
     bool logits_valid;

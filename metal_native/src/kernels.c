@@ -354,7 +354,9 @@ typedef struct sdpa_rows {
 
 static void sdpa_block(const m4_sdpa_args* a, sdpa_rows rows, float* scratch) {
     const m4_isa_kernels* K = m4_kernels();
-    size_t D = a->D, g = rows.h / (a->Hq / a->Hkv), ldkv = a->Hkv * D, nq = rows.nq;
+    size_t D = a->D, g = rows.h / (a->Hq / a->Hkv), nq = rows.nq;
+    size_t ldkv = a->kv_row_stride ? a->kv_row_stride : a->Hkv * D;
+    size_t head_stride = a->kv_row_stride ? a->kv_head_stride : D;
     float* S = scratch;                       /* [BQ, BK] scores */
     float* acc = S + SDPA_BQ * SDPA_BK;       /* [BQ, D] unnormalised outputs */
     float* m = acc + SDPA_BQ * D;             /* [BQ] running max (scaled units) */
@@ -364,8 +366,8 @@ static void sdpa_block(const m4_sdpa_args* a, sdpa_rows rows, float* scratch) {
     size_t lo = (a->window > 0 && p_first + 1 > a->window) ? p_first + 1 - a->window : 0;
     const float* q = a->q + rows.t0 * a->q_stride + rows.h * D;
     size_t ldq = rows.heads ? D : a->q_stride;
-    const float* kbase = a->k + g * D;
-    const float* vbase = a->v + g * D;
+    const float* kbase = a->k + g * head_stride;
+    const float* vbase = a->v + g * head_stride;
     for (size_t r = 0; r < nq; r++) {
         m[r] = a->sinks[rows.heads ? rows.h + r : rows.h]; /* the sink joins the softmax: exp(0) = 1 */
         l[r] = 1.0f;

@@ -125,6 +125,10 @@ typedef struct m4_sdpa_args {
     float sm_scale;
     float* scratch;
     size_t scratch_floats_per_thread;
+    /* cache layout, in floats: between consecutive positions and between KV
+     * heads; 0 and 0 mean [S, Hkv, D] (Hkv D and D). The engine keeps
+     * [Hkv, capacity, D] (D and capacity D): each KV head one contiguous run. */
+    size_t kv_row_stride, kv_head_stride;
 } m4_sdpa_args;
 void m4_sdpa(m4_pool* pool, const m4_sdpa_args* args);
 /* Single-thread decode attention (T == 1): every query head of KV group g. */

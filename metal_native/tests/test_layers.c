@@ -152,12 +152,33 @@ static void test_sdpa(m4_pool* pool, bool big) {
     }
     size_t per = m4_sdpa_scratch_floats(D);
     float* scratch = falloc(per * m4_pool_size(pool));
-    m4_sdpa_args a = {q, q_stride, k, v, sinks, out, T, offset, Hq, Hkv, D, window, scale, scratch, per};
+    m4_sdpa_args a = {q, q_stride, k, v, sinks, out, T, offset, Hq, Hkv, D, window, scale, scratch, per, 0, 0};
     m4_sdpa(pool, &a);
     double err = rel_err(out, ref, T * Hq * D);
     CHECK(err < 2e-6, "sdpa Hq=%zu Hkv=%zu D=%zu T=%zu offset=%zu window=%zu rel err %.3g", Hq, Hkv, D, T, offset, window,
           err);
-    free(q), free(k), free(v), free(sinks), free(out), free(ref), free(scratch);
+    /* the engine's cache layout [Hkv, capacity, D] (capacity > S) gives the same result */
+    size_t cap = S + rnd_int(0, 5);
+    float* kh = falloc(Hkv * cap * D);
+    float* vh = falloc(Hkv * cap * D);
+    rnd_fill(kh, Hkv * cap * D, 1.0); /* rows past S must not be read: garbage there */
+    rnd_fill(vh, Hkv * cap * D, 1.0);
+    for (size_t s = 0; s < S; s++) {
+        for (size_t g = 0; g < Hkv; g++) {
+            memcpy(kh + (g * cap + s) * D, k + (s * Hkv + g) * D, D * sizeof(float));
+            memcpy(vh + (g * cap + s) * D, v + (s * Hkv + g) * D, D * sizeof(float));
+        }
+    }
+    float* out2 = falloc(T * Hq * D);
+    m4_sdpa_args b = a;
+    b.k = kh;
+    b.v = vh;
+    b.out = out2;
+    b.kv_row_stride = D;
+    b.kv_head_stride = cap * D;
+    m4_sdpa(pool, &b);
+    CHECK(memcmp(out, out2, T * Hq * D * sizeof(float)) == 0, "sdpa with the [Hkv, capacity, D] cache differs");
+    free(q), free(k), free(v), free(sinks), free(out), free(ref), free(scratch), free(kh), free(vh), free(out2);
 }
 
 static void test_topk(void) {
