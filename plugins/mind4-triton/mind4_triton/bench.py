@@ -213,15 +213,13 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
         EC(16, 32, 128, 64, 128, 4, 3),  # v1: tile decode + tl.dot
         EC(16, 32, 32, 64, 32, 4, 3, fp16_groups=True),  # v2: scale groups, fp16 bits
         EC(1, 8, 512, 8, 512, 2, 2, gemv=True),  # v3: GEMV, fp16 codes
-        EC(1, 4, 512, 4, 512, 1, 2, gemv=True, f32_codes=True),  # v4: GEMV, float32 codes
-        # v5: many rows per thread, few groups per step, so each loaded x serves several rows
-        EC(1, 32, 128, 32, 128, 1, 2, gemv=True, f32_codes=True),
-        EC(1, 16, 128, 16, 128, 1, 2, gemv=True, f32_codes=True),
-        EC(1, 32, 64, 32, 64, 1, 2, gemv=True, f32_codes=True),
-        EC(1, 64, 64, 64, 64, 2, 2, gemv=True, f32_codes=True),
-        EC(1, 16, 64, 16, 64, 1, 3, gemv=True, f32_codes=True),
-        EC(1, 64, 128, 64, 128, 4, 2, gemv=True, f32_codes=True),
-        EC(1, 32, 32, 32, 32, 1, 3, gemv=True, f32_codes=True),
+        EC(1, 4, 512, 4, 512, 1, 2, gemv=True, f32_codes=True),  # v4/v6: float32 codes
+        EC(1, 8, 512, 8, 512, 2, 2, gemv=True, f32_codes=True),
+        EC(1, 4, 256, 4, 256, 1, 3, gemv=True, f32_codes=True),
+        EC(1, 8, 256, 8, 256, 2, 3, gemv=True, f32_codes=True),
+        EC(1, 16, 256, 16, 256, 4, 3, gemv=True, f32_codes=True),
+        EC(1, 2, 1024, 2, 1024, 1, 2, gemv=True, f32_codes=True),
+        EC(1, 4, 1024, 4, 1024, 2, 2, gemv=True, f32_codes=True),
     ]
     for c in decode_configs:
         for N in (1, 8):

@@ -100,6 +100,7 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
         (1, moe.ExpertConfig(1, 16, 64, 32, 64, gemv=True)),  # batch-1 GEMV, partial K tile
         (3, moe.ExpertConfig(1, 32, 32, 16, 32, gemv=True)),  # dense weights fall back
         (2, moe.ExpertConfig(1, 16, 64, 32, 64, gemv=True, f32_codes=True)),  # float32 codes
+        (1, moe.ExpertConfig(1, 128, 32, 64, 32, gemv=True, f32_codes=True)),  # partial row tiles
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True)),
     ],
 )

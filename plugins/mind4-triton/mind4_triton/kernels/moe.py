@@ -777,6 +777,50 @@ def _moe_mlp2_kernel(
 
 
 @triton.jit
+def _gemv_x(x_ptr, k0, K, g, byte, MASK_K: tl.constexpr, F32_CODES: tl.constexpr):
+    """The even and odd elements of one K tile of the vector x, ``(G, 16)`` float32 each
+    (times ``2^64`` for float32 codes)."""
+    if MASK_K:
+        ok = (k0 // 32 + g < K // 32)[:, None]  # K is a multiple of 32
+        x_even = tl.load(x_ptr + k0 + 2 * byte, mask=ok, other=0.0).to(tl.float32)
+        x_odd = tl.load(x_ptr + k0 + 2 * byte + 1, mask=ok, other=0.0).to(tl.float32)
+    else:
+        x_even = tl.load(x_ptr + k0 + 2 * byte).to(tl.float32)
+        x_odd = tl.load(x_ptr + k0 + 2 * byte + 1).to(tl.float32)
+    if F32_CODES:
+        x_even, x_odd = x_even * _X_SCALE, x_odd * _X_SCALE
+    return x_even, x_odd
+
+
+@triton.jit
+def _gemv_tile(
+    w_ptrs,
+    s_ptrs,
+    k0,
+    K,
+    rows_ok,
+    g,
+    x_even,
+    x_odd,
+    MASK_K: tl.constexpr,
+    MASK_ROWS: tl.constexpr,
+    F32_CODES: tl.constexpr,
+):
+    """One K tile of ``w @ x`` for the rows at ``w_ptrs (BN, G, 16)`` / ``s_ptrs (BN, G)``;
+    masks only where the tile can overhang (the last K tile, a partial row tile)."""
+    if MASK_K or MASK_ROWS:
+        g_ok = k0 // 32 + g < K // 32
+        packed = tl.load(
+            w_ptrs + k0 // 2, mask=rows_ok[:, None, None] & g_ok[None, :, None], other=0
+        )
+        scales = tl.load(s_ptrs + k0 // 32, mask=rows_ok[:, None] & g_ok[None, :], other=0)
+    else:
+        packed = tl.load(w_ptrs + k0 // 2)
+        scales = tl.load(s_ptrs + k0 // 32)
+    return _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES)
+
+
+@triton.jit
 def _moe_mlp1_gemv_kernel(
     X,
     Indices,
@@ -798,11 +842,13 @@ def _moe_mlp1_gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     F32_CODES: tl.constexpr,
+    ROWS_EVEN: tl.constexpr,
 ):
     """Few-token mlp1 + SwiGLU with MXFP4 weights: one program per (pair, tile of
     activation columns), ``act[pair, j]`` in pair order. No grouping step: the
     pair's expert is read from ``Indices`` (at batch 1 every pair has its own
-    expert, so nothing would be shared anyway)."""
+    expert, so nothing would be shared anyway). The K loop runs unmasked over whole
+    tiles and masked over the last partial one (``ROWS_EVEN``: ``I % BLOCK_N == 0``)."""
     pid_n = tl.program_id(0)
     pair = tl.program_id(1)
     e = tl.load(Indices + pair).to(tl.int64)
@@ -814,23 +860,24 @@ def _moe_mlp1_gemv_kernel(
     x_row = X + token * stride_x
     w_glu = W + e * stride_we + (2 * j)[:, None, None] * stride_wr + byte[None, :, :]
     s_glu = S + e * stride_se + (2 * j)[:, None] * stride_sr + g[None, :]
+    MASK_ROWS: tl.constexpr = not ROWS_EVEN
 
     acc_glu = tl.zeros((BLOCK_N,), tl.float32)
     acc_lin = tl.zeros((BLOCK_N,), tl.float32)
-    for k0 in range(0, H, BLOCK_K):
-        g_ok = k0 // 32 + g < H // 32  # H is a multiple of 32
-        w_ok = j_ok[:, None, None] & g_ok[None, :, None]
-        s_ok = j_ok[:, None] & g_ok[None, :]
-        x_even = tl.load(x_row + k0 + 2 * byte, mask=g_ok[:, None], other=0.0).to(tl.float32)
-        x_odd = tl.load(x_row + k0 + 2 * byte + 1, mask=g_ok[:, None], other=0.0).to(tl.float32)
-        if F32_CODES:
-            x_even, x_odd = x_even * _X_SCALE, x_odd * _X_SCALE
-        packed = tl.load(w_glu + k0 // 2, mask=w_ok, other=0)
-        scales = tl.load(s_glu + k0 // 32, mask=s_ok, other=0)
-        acc_glu += _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES)
-        packed = tl.load(w_glu + stride_wr + k0 // 2, mask=w_ok, other=0)
-        scales = tl.load(s_glu + stride_sr + k0 // 32, mask=s_ok, other=0)
-        acc_lin += _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES)
+    k_full = H - H % BLOCK_K
+    for k0 in range(0, k_full, BLOCK_K):
+        xe, xo = _gemv_x(x_row, k0, H, g, byte, False, F32_CODES)
+        acc_glu += _gemv_tile(w_glu, s_glu, k0, H, j_ok, g, xe, xo, False, MASK_ROWS, F32_CODES)
+        acc_lin += _gemv_tile(
+            w_glu + stride_wr, s_glu + stride_sr, k0, H, j_ok, g, xe, xo, False, MASK_ROWS,
+            F32_CODES,
+        )  # fmt: skip
+    if k_full < H:
+        xe, xo = _gemv_x(x_row, k_full, H, g, byte, True, F32_CODES)
+        acc_glu += _gemv_tile(w_glu, s_glu, k_full, H, j_ok, g, xe, xo, True, True, F32_CODES)
+        acc_lin += _gemv_tile(
+            w_glu + stride_wr, s_glu + stride_sr, k_full, H, j_ok, g, xe, xo, True, True, F32_CODES
+        )
 
     bias = Bias + e * stride_be
     glu = acc_glu + tl.load(bias + 2 * j, mask=j_ok, other=0.0).to(tl.float32)
@@ -862,8 +909,10 @@ def _moe_mlp2_gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     F32_CODES: tl.constexpr,
+    ROWS_EVEN: tl.constexpr,
 ):
-    """Few-token mlp2 with MXFP4 weights: ``y[pair, n] = gate · (act[pair] @ mlp2[e]ᵀ + b2[e])``."""
+    """Few-token mlp2 with MXFP4 weights: ``y[pair, n] = gate · (act[pair] @ mlp2[e]ᵀ + b2[e])``
+    (``ROWS_EVEN``: ``H % BLOCK_N == 0``)."""
     pid_n = tl.program_id(0)
     pair = tl.program_id(1)
     e = tl.load(Indices + pair).to(tl.int64)
@@ -874,17 +923,16 @@ def _moe_mlp2_gemv_kernel(
     a_row = Act + pair.to(tl.int64) * stride_act
     w_ptrs = W + e * stride_we + n[:, None, None] * stride_wr + byte[None, :, :]
     s_ptrs = S + e * stride_se + n[:, None] * stride_sr + g[None, :]
+    MASK_ROWS: tl.constexpr = not ROWS_EVEN
 
     acc = tl.zeros((BLOCK_N,), tl.float32)
-    for k0 in range(0, I, BLOCK_K):
-        g_ok = k0 // 32 + g < I // 32
-        a_even = tl.load(a_row + k0 + 2 * byte, mask=g_ok[:, None], other=0.0).to(tl.float32)
-        a_odd = tl.load(a_row + k0 + 2 * byte + 1, mask=g_ok[:, None], other=0.0).to(tl.float32)
-        if F32_CODES:
-            a_even, a_odd = a_even * _X_SCALE, a_odd * _X_SCALE
-        packed = tl.load(w_ptrs + k0 // 2, mask=n_ok[:, None, None] & g_ok[None, :, None], other=0)
-        scales = tl.load(s_ptrs + k0 // 32, mask=n_ok[:, None] & g_ok[None, :], other=0)
-        acc += _fp4_gemv_group(packed, scales, a_even, a_odd, F32_CODES)
+    k_full = I - I % BLOCK_K
+    for k0 in range(0, k_full, BLOCK_K):
+        ae, ao = _gemv_x(a_row, k0, I, g, byte, False, F32_CODES)
+        acc += _gemv_tile(w_ptrs, s_ptrs, k0, I, n_ok, g, ae, ao, False, MASK_ROWS, F32_CODES)
+    if k_full < I:
+        ae, ao = _gemv_x(a_row, k_full, I, g, byte, True, F32_CODES)
+        acc += _gemv_tile(w_ptrs, s_ptrs, k_full, I, n_ok, g, ae, ao, True, True, F32_CODES)
 
     y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)
     y = y * tl.load(Gates + pair)
@@ -1062,6 +1110,7 @@ def expert_rows(
             x.stride(0), swe, swr, sse, ssr, mlp1_bias.stride(0), act.stride(0),
             H, I, float(swiglu_limit),
             TOPK=k, BLOCK_N=cfg.block_n1, BLOCK_K=cfg.block_k1, F32_CODES=cfg.f32_codes,
+            ROWS_EVEN=I % cfg.block_n1 == 0,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
         W, S, swe, swr, sse, ssr, _ = _weight_args(mlp2_weight)
@@ -1070,6 +1119,7 @@ def expert_rows(
             act.stride(0), swe, swr, sse, ssr, mlp2_bias.stride(0), y.stride(0),
             H, I,
             BLOCK_N=cfg.block_n2, BLOCK_K=cfg.block_k2, F32_CODES=cfg.f32_codes,
+            ROWS_EVEN=H % cfg.block_n2 == 0,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
         return y
