@@ -213,13 +213,13 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
         EC(16, 32, 128, 64, 128, 4, 3),  # v1: tile decode + tl.dot
         EC(16, 32, 32, 64, 32, 4, 3, fp16_groups=True),  # v2: scale groups, fp16 bits
         EC(1, 8, 512, 8, 512, 2, 2, gemv=True),  # v3: GEMV, fp16 codes
-        EC(1, 4, 512, 4, 512, 1, 2, gemv=True, f32_codes=True),  # v4/v6: float32 codes
-        EC(1, 8, 512, 8, 512, 2, 2, gemv=True, f32_codes=True),
-        EC(1, 4, 256, 4, 256, 1, 3, gemv=True, f32_codes=True),
-        EC(1, 8, 256, 8, 256, 2, 3, gemv=True, f32_codes=True),
-        EC(1, 16, 256, 16, 256, 4, 3, gemv=True, f32_codes=True),
-        EC(1, 2, 1024, 2, 1024, 1, 2, gemv=True, f32_codes=True),
-        EC(1, 4, 1024, 4, 1024, 2, 2, gemv=True, f32_codes=True),
+        EC(1, 4, 512, 4, 512, 1, 2, gemv=True, f32_codes=True),  # v4: float32 codes
+        EC(1, 4, 256, 4, 256, 1, 3, gemv=True, f32_codes=True),  # v6: unmasked K loop
+        # mlp2 has one weight tile per x tile (mlp1 two): more rows to share each x
+        EC(1, 4, 256, 8, 256, 1, 3, gemv=True, f32_codes=True),
+        EC(1, 4, 256, 16, 256, 1, 3, gemv=True, f32_codes=True),
+        EC(1, 4, 256, 8, 128, 1, 3, gemv=True, f32_codes=True),
+        EC(1, 4, 128, 8, 256, 1, 4, gemv=True, f32_codes=True),
     ]
     for c in decode_configs:
         for N in (1, 8):
