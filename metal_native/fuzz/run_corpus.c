@@ -2,10 +2,11 @@
  * directories (the fuzz corpus and crash reproducers) to a fuzz target
  * (FUZZ_TARGET, default fuzz_checkpoint.c),
  * built without libFuzzer so it runs as an ordinary ctest under sanitizers. */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "mapfile.h" /* m4_list_dir: the library's portable directory listing */
 
 #ifndef FUZZ_TARGET
 #define FUZZ_TARGET "fuzz_checkpoint.c"
@@ -13,13 +14,12 @@
 #include FUZZ_TARGET
 
 static int run_dir(const char* dir, size_t* count) {
-    DIR* d = opendir(dir);
-    if (!d) return 0; /* an absent directory is an empty one */
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue;
+    char** names = NULL;
+    size_t n_names = 0;
+    if (m4_list_dir(dir, "", &names, &n_names) != MIND4_SUCCESS) return 0; /* an absent directory is an empty one */
+    for (size_t i = 0; i < n_names; i++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         FILE* f = fopen(path, "rb");
         if (!f) continue;
         fseek(f, 0, SEEK_END);
@@ -30,13 +30,14 @@ static int run_dir(const char* dir, size_t* count) {
             continue;
         }
         unsigned char* buf = (unsigned char*)malloc((size_t)n + 1);
-        size_t got = fread(buf, 1, (size_t)n, f);
+        size_t got = buf ? fread(buf, 1, (size_t)n, f) : 0;
         fclose(f);
+        if (!buf) continue;
         LLVMFuzzerTestOneInput(buf, got);
         free(buf);
         (*count)++;
     }
-    closedir(d);
+    m4_free_names(names, n_names);
     return 0;
 }
 

@@ -16,7 +16,11 @@
 #else
 #define M4_TLS _Thread_local
 #define M4_RESTRICT __restrict__
+#if defined(__MINGW32__) /* built with __USE_MINGW_ANSI_STDIO: C99 formats */
+#define M4_PRINTF(a, b) __attribute__((format(gnu_printf, a, b)))
+#else
 #define M4_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#endif
 #endif
 
 #define M4_MIN(a, b) ((a) < (b) ? (a) : (b))
