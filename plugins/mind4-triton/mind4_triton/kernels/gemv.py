@@ -30,10 +30,10 @@ class GemvConfig(NamedTuple):
 
 #: ``(out_features, in_features) -> config`` where this kernel beat cuBLAS on an H100
 TUNED: dict[tuple[int, int], GemvConfig] = {
-    # gpt-oss-20b/120b on an H100, timed from DRAM (bench run 4, 2026-11-25)
-    (5120, 2880): GemvConfig(2, 512, 2),  # qkv: 2.20 TB/s (cuBLAS 2.06)
-    (2880, 4096): GemvConfig(2, 512, 2),  # attention out: 1.99 TB/s (cuBLAS 1.55)
-    (201088, 2880): GemvConfig(2, 512, 2),  # unembedding: 3.1 TB/s (cuBLAS 2.83)
+    # gpt-oss-20b/120b on an H100, timed from DRAM (bench runs 4-9, 2026-11-25; run 9's picks)
+    (5120, 2880): GemvConfig(2, 512, 2),  # qkv: 2.2 TB/s (cuBLAS 2.05)
+    (2880, 4096): GemvConfig(1, 1024, 2),  # attention out: 2.0 TB/s (cuBLAS 1.55)
+    (201088, 2880): GemvConfig(2, 1024, 4),  # unembedding: 3.1 TB/s (cuBLAS 2.83)
 }
 
 
