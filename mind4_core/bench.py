@@ -7,8 +7,17 @@ engine uses, so every backend is timed the same way:
 - decode: ``decode_tokens`` single-token steps starting at each position in
   ``contexts`` (the cache is filled up to that position first), reported as
   tokens/s per position, so the cost of a longer context is visible;
-- peak memory: the process's peak resident set (CPU) and, where the runtime
-  reports it, peak device memory.
+- peak memory: the process's peak resident set (CPU) and, on a CUDA device,
+  the peak of torch's allocator;
+- with ``limits`` (the default): the device's copy bandwidth and matmul rate
+  measured now (:func:`mind4_core.costs.measure_limits`), and each speed as a
+  fraction of what it must move or compute (``decode_frac_bw@POS``: the bytes of
+  :func:`~mind4_core.costs.decode_step_bytes` per step over the copy bandwidth;
+  ``prefill_frac_matmul``: :func:`~mind4_core.costs.prefill_flops` over the matmul
+  rate).
+
+``batch`` may list several sizes (``"1,8"``): decode is measured at each; keys of
+sizes after the first carry ``_b<size>``.
 """
 
 from __future__ import annotations
@@ -23,8 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from .costs import MXFP4_BYTES, decode_step_bytes, measure_limits, prefill_flops
 from .engine import load
+from .errors import ContextOverflowError, InputError
 from .presets import get_preset, init_checkpoint, parameter_count
+
+_DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}
 
 
 def _peak_rss_mib() -> float | None:
@@ -34,6 +47,27 @@ def _peak_rss_mib() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _peak_device_mib(device: str) -> float | None:
+    """Peak of torch's CUDA allocator (both GPU backends allocate through it)."""
+    if not str(device).startswith("cuda") or "torch" not in sys.modules:
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated(torch.device(device)) / (1024 * 1024)
+
+
+def _weight_bytes(checkpoint: Any, dtype: str) -> tuple[float, float]:
+    """Bytes per dense weight (the run's dtype) and per expert weight (as stored:
+    MXFP4 stays packed in the backends that read it directly; the minimum to move)."""
+    dense = _DTYPE_BYTES.get(dtype, 2.0)
+    expert = dense
+    for name in checkpoint.names():
+        if ".mlp.mlp1" in name:
+            expert = MXFP4_BYTES if checkpoint.is_mxfp4(name) else min(dense, expert)
+            break
+    return dense, expert
 
 
 def _sync(runtime: Any) -> None:
@@ -63,9 +97,14 @@ def run_bench(
     prompt_tokens: int = 512,
     decode_tokens: int = 64,
     contexts: str = "200,2000",
-    batch: int = 1,
+    batch: int | str = 1,
     threads: int | None = None,
+    limits: bool = True,
 ) -> dict[str, Any]:
+    batches = [int(b) for b in str(batch).split(",") if b.strip()]
+    if not batches or min(batches) < 1:
+        raise InputError(f"--batch: batch sizes must be positive integers, e.g. 1,8; got {batch!r}")
+    batch = batches[0]
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["MIND4_NUM_THREADS"] = str(threads)
@@ -91,8 +130,9 @@ def run_bench(
         runtime, cfg = model.runtime, model.model_config
         capacity = max([prompt_tokens, *positions]) + decode_tokens + 1
         if capacity > cfg.max_context_length:
-            raise ValueError(
-                f"benchmark needs {capacity} positions; the model holds {cfg.max_context_length}"
+            raise ContextOverflowError(
+                f"the benchmark needs {capacity} positions (prompt, contexts and decode tokens) "
+                f"but the model holds {cfg.max_context_length}; lower --contexts or --prompt-tokens"
             )
         rng = np.random.default_rng(0)
 
@@ -113,18 +153,21 @@ def run_bench(
         _sync(runtime)
         prefill_s = time.perf_counter() - t0
 
-        # decode at each position
+        # decode at each position, for each batch size
         decode: dict[str, float] = {}
-        for pos in positions:
-            cache = runtime.new_cache(batch, capacity)
-            _fill(runtime, cache, rng, cfg.vocab_size, pos, batch)
-            token = rng.integers(0, cfg.vocab_size, size=(batch, 1))
-            _sync(runtime)
-            t0 = time.perf_counter()
-            for step in range(decode_tokens):
-                runtime.forward(token, cache, pos + step, last_only=True)
-            _sync(runtime)
-            decode[str(pos)] = batch * decode_tokens / (time.perf_counter() - t0)
+        for b in batches:
+            suffix = "" if b == batch else f"_b{b}"
+            for pos in positions:
+                cache = runtime.new_cache(b, capacity)
+                _fill(runtime, cache, rng, cfg.vocab_size, pos, b)
+                token = rng.integers(0, cfg.vocab_size, size=(b, 1))
+                _sync(runtime)
+                t0 = time.perf_counter()
+                for step in range(decode_tokens):
+                    runtime.forward(token, cache, pos + step, last_only=True)
+                _sync(runtime)
+                decode[f"{pos}{suffix}"] = b * decode_tokens / (time.perf_counter() - t0)
+            cache = None
 
         result: dict[str, Any] = {
             "preset": name,
@@ -139,15 +182,34 @@ def run_bench(
             "prefill_tok_s": batch * prompt_tokens / prefill_s,
             "ttft_s": prefill_s,
         }
-        for pos, rate in decode.items():
-            result[f"decode_tok_s@{pos}"] = rate
-        if len(decode) >= 2:
-            rates = list(decode.values())
-            result["decode_slowdown"] = rates[0] / rates[-1]
+        for key, rate in decode.items():
+            result[f"decode_tok_s@{key}"] = rate
+        if len(positions) >= 2:
+            result["decode_slowdown"] = decode[str(positions[0])] / decode[str(positions[-1])]
+        if limits:
+            measured = measure_limits(str(model.device), str(model.dtype))
+            result["limits"] = measured
+            if measured:
+                dense, expert = _weight_bytes(model.checkpoint, str(model.dtype))
+                kv = _DTYPE_BYTES.get(str(model.dtype), 2.0)
+                for b in batches:
+                    suffix = "" if b == batch else f"_b{b}"
+                    for pos in positions:
+                        step_s = b / decode[f"{pos}{suffix}"]
+                        moved = decode_step_bytes(
+                            cfg, b, pos + decode_tokens // 2,
+                            dense_bytes=dense, expert_bytes=expert, kv_bytes=kv,
+                        )  # fmt: skip
+                        result[f"decode_frac_bw@{pos}{suffix}"] = (
+                            moved / step_s / 1e9 / measured["copy_GBps"]
+                        )
+                result["prefill_frac_matmul"] = (
+                    batch * prefill_flops(cfg, prompt_tokens) / prefill_s / 1e12
+                ) / measured["matmul_TFLOPs"]
         result["peak_rss_mib"] = _peak_rss_mib()
-        stats = getattr(runtime, "memory_stats", None)
-        if stats is not None:
-            result.update(stats())
+        peak_device = _peak_device_mib(str(model.device))
+        if peak_device is not None:
+            result["peak_device_mib"] = peak_device
         result["threads"] = threads or os.cpu_count()
         result["machine"] = f"{platform.machine()} {platform.system()} {os.cpu_count()} cores"
         result["date"] = time.strftime("%Y-%m-%d")

@@ -427,7 +427,13 @@ def init(preset: str, out: str, seed: int, experts: str | None, dtype: str) -> N
     show_default=True,
     help="Positions at which decode speed is measured.",
 )
-@click.option("--batch", default=1, show_default=True, help="Decode batch size.")
+@click.option("--batch", default="1", show_default=True, help="Decode batch size(s), e.g. 1,8.")
+@click.option(
+    "--limits/--no-limits",
+    default=True,
+    show_default=True,
+    help="Measure the device's copy bandwidth and matmul rate; report each speed's fraction.",
+)
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
 @click.option("--compare", help="Comma-separated backends to run on one checkpoint, one table.")
 @click.option(
@@ -440,7 +446,8 @@ def bench(as_json: bool, compare: str | None, plot: str | None, **options: Any) 
     \b
     Examples:
       mind4 bench --preset small --device cpu --dtype float32 --json
-      mind4 bench --backend triton --preset gpt-oss-20b --experts mxfp4
+      mind4 bench --backend triton --preset gpt-oss-20b --prompt-tokens 2048 \\
+          --contexts 2048 --batch 1,8
       mind4 bench --compare torch,triton --contexts 128,1024,4096 --plot decode.png
     """
     from .bench import print_compare, run_bench, run_compare

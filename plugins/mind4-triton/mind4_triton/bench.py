@@ -35,6 +35,7 @@ import torch
 import triton
 
 from mind4_core.config import ModelConfig, SamplingParams
+from mind4_core.costs import decode_step_bytes, prefill_flops
 from mind4_core.presets import get_preset
 
 from .kernels import gemv as gemv_kernels
@@ -107,50 +108,6 @@ def measure_limits() -> dict[str, float]:
 
 def mxfp4_bytes(rows: int, cols: int) -> int:
     return rows * cols // 2 + rows * cols // 32
-
-
-def decode_bytes(cfg: ModelConfig, batch: int, context: int) -> float:
-    """Bytes a decode step must move at least: every dense weight once, the
-    experts used by the batch (expected distinct count under uniform routing),
-    each row's visible keys and values, the unembedding, and the new KV entries."""
-    H, D, Hq, Hkv = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-    E, k, I, V, L = (
-        cfg.num_experts,
-        cfg.experts_per_token,
-        cfg.intermediate_size,
-        cfg.vocab_size,
-        cfg.num_hidden_layers,
-    )
-    qkv = cfg.qkv_dim
-    dense = 2 * (qkv * H + qkv + H * Hq * D + H + E * H) + 4 * (2 * H + Hq + E)  # per layer
-    expert = mxfp4_bytes(2 * I, H) + mxfp4_bytes(H, I) + 4 * (2 * I + H)
-    used = E * (1 - (1 - k / E) ** batch)  # expected distinct experts
-    kv = 0
-    for n in range(L):
-        window = cfg.window_of_layer(n)
-        visible = min(context, window) if window else context
-        kv += batch * (visible + 1) * Hkv * D * 2 * 2  # read k and v, + the new entry
-    per_layer = dense + used * expert
-    return L * per_layer + kv + 2 * V * H + batch * 2 * H
-
-
-def prefill_flops(cfg: ModelConfig, T: int) -> float:
-    """Matmul FLOPs of a T-token prefill (+ attention), logits of the last token only."""
-    H, D, Hq = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads
-    k, I, V, L, E = (
-        cfg.experts_per_token,
-        cfg.intermediate_size,
-        cfg.vocab_size,
-        cfg.num_hidden_layers,
-        cfg.num_experts,
-    )
-    per_token = 2 * (cfg.qkv_dim * H + H * Hq * D + E * H + k * (2 * I * H + H * I))
-    attn = 0
-    for n in range(L):
-        window = cfg.window_of_layer(n)
-        pairs = sum(min(t + 1, window) if window else t + 1 for t in range(T))  # visible keys
-        attn += 4 * Hq * D * pairs  # q·k and p·v
-    return L * per_token * T + attn + 2 * V * H
 
 
 # ----------------------------------------------------------------------------- kernels alone
@@ -413,7 +370,7 @@ def bench_runtime(
             token = greedy(logits)[:, None]  # one host round trip per step, as the engine
         torch.cuda.synchronize()
         step_ms = (time.perf_counter() - start) * 1e3 / decode
-        nbytes = decode_bytes(cfg, B, prompt + decode // 2)
+        nbytes = decode_step_bytes(cfg, B, prompt + decode // 2)
         out[f"decode_b{B}_step_ms"] = step_ms
         out[f"decode_b{B}_tok_s"] = B * 1e3 / step_ms
         out[f"decode_b{B}_GBps"] = nbytes / step_ms / 1e6
