@@ -3,9 +3,11 @@
 Measures through the same :class:`~mind4_core.protocols.Runtime` calls the
 engine uses, so every backend is timed the same way:
 
-- prefill: one forward pass over ``prompt_tokens`` tokens into a fresh cache;
+- prefill: one forward pass over ``prompt_tokens`` tokens into a fresh cache
+  (after an untimed one of the same length);
 - decode: ``decode_tokens`` single-token steps starting at each position in
-  ``contexts`` (the cache is filled up to that position first), reported as
+  ``contexts`` (the cache is filled up to that position first, the last two
+  steps untimed so a backend can compile or capture a graph), reported as
   tokens/s per position, so the cost of a longer context is visible;
 - peak memory: the process's peak resident set (CPU) and, on a CUDA device,
   the peak of torch's allocator;
@@ -76,6 +78,10 @@ def _sync(runtime: Any) -> None:
         sync()
 
 
+#: untimed decode steps just before each measured position
+WARM_STEPS = 2
+
+
 def _fill(
     runtime: Any, cache: Any, rng: np.random.Generator, vocab: int, upto: int, batch: int
 ) -> None:
@@ -109,6 +115,11 @@ def run_bench(
         os.environ["OMP_NUM_THREADS"] = str(threads)
         os.environ["MIND4_NUM_THREADS"] = str(threads)
     positions = [int(c) for c in str(contexts).split(",") if c.strip()]
+    if not positions or min(positions) < WARM_STEPS:
+        raise InputError(
+            f"--contexts: positions must be at least {WARM_STEPS} (the untimed steps before "
+            f"each measurement), e.g. 200,2000; got {contexts!r}"
+        )
     with tempfile.TemporaryDirectory(prefix="mind4-bench-") as tmp:
         if checkpoint is None:
             experts = experts or ("mxfp4" if preset.startswith("gpt-oss") else "bf16")
@@ -144,8 +155,10 @@ def run_bench(
             runtime.forward(rng.integers(0, cfg.vocab_size, size=(batch, 1)), cache, warm + i)
         _sync(runtime)
 
-        # prefill
+        # prefill: once untimed at the measured length (a JIT backend compiles the kernels
+        # of this shape then), then timed into a fresh cache
         prompt = rng.integers(0, cfg.vocab_size, size=(batch, prompt_tokens))
+        runtime.forward(prompt, runtime.new_cache(batch, capacity), 0, last_only=True)
         cache = runtime.new_cache(batch, capacity)
         _sync(runtime)
         t0 = time.perf_counter()
@@ -159,8 +172,10 @@ def run_bench(
             suffix = "" if b == batch else f"_b{b}"
             for pos in positions:
                 cache = runtime.new_cache(b, capacity)
-                _fill(runtime, cache, rng, cfg.vocab_size, pos, b)
+                _fill(runtime, cache, rng, cfg.vocab_size, pos - WARM_STEPS, b)
                 token = rng.integers(0, cfg.vocab_size, size=(b, 1))
+                for step in range(WARM_STEPS):  # untimed: compiles, captures decode graphs
+                    runtime.forward(token, cache, pos - WARM_STEPS + step, last_only=True)
                 _sync(runtime)
                 t0 = time.perf_counter()
                 for step in range(decode_tokens):
