@@ -51,6 +51,18 @@ def _peak_rss_mib() -> float | None:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def _reset_peak_device(device: str) -> None:
+    """Start the CUDA allocator's peak afresh (``--compare`` runs backends in one process)."""
+    if str(device).startswith("cuda") and "torch" in sys.modules:
+        import gc
+
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
 def _peak_device_mib(device: str) -> float | None:
     """Peak of torch's CUDA allocator (both GPU backends allocate through it)."""
     if not str(device).startswith("cuda") or "torch" not in sys.modules:
@@ -135,6 +147,7 @@ def run_bench(
             name = preset
         else:
             name = Path(checkpoint).name
+        _reset_peak_device(device if device != "auto" else "cuda")
         t0 = time.perf_counter()
         model = load(checkpoint, backend=backend, device=device, dtype=dtype)
         load_s = time.perf_counter() - t0
