@@ -53,11 +53,13 @@ def _peak_rss_mib() -> float | None:
 
 def _reset_peak_device(device: str) -> None:
     """Start the CUDA allocator's peak afresh (``--compare`` runs backends in one process)."""
-    if str(device).startswith("cuda") and "torch" in sys.modules:
+    if str(device).startswith(("cuda", "auto")) and "torch" in sys.modules:
         import gc
 
         import torch
 
+        if not torch.cuda.is_available():
+            return
         gc.collect()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -147,7 +149,7 @@ def run_bench(
             name = preset
         else:
             name = Path(checkpoint).name
-        _reset_peak_device(device if device != "auto" else "cuda")
+        _reset_peak_device(device)
         t0 = time.perf_counter()
         model = load(checkpoint, backend=backend, device=device, dtype=dtype)
         load_s = time.perf_counter() - t0
