@@ -411,33 +411,17 @@ class TritonRuntime:
             next_norm = (
                 self.layers[n + 1].attn_norm if n + 1 < len(self.layers) else self.final_norm
             )
+            expert_weights = (layer.mlp1_w, layer.mlp1_b, layer.mlp2_w, layer.mlp2_b)
             if self._moe is not None:
                 logits = F.linear(h, layer.gate_w, layer.gate_b.to(self._dtype))
                 indices, gates = self._moe.route(logits, k)
-                y = self._moe.experts(
-                    h,
-                    indices,
-                    gates,
-                    layer.mlp1_w,
-                    layer.mlp1_b,
-                    layer.mlp2_w,
-                    layer.mlp2_b,
-                    cfg.swiglu_limit,
-                )
+                y = self._moe.experts(h, indices, gates, *expert_weights, cfg.swiglu_limit)
                 norm_kernels.add_rmsnorm(x, y, next_norm, eps, h)
                 continue
             indices, gates = moe_kernels.gate_route(h, layer.gate_w, layer.gate_b, k)  # (N, k)
             y = moe_kernels.expert_rows(
-                h,
-                indices,
-                gates,
-                layer.mlp1_w,
-                layer.mlp1_b,
-                layer.mlp2_w,
-                layer.mlp2_b,
-                cfg.swiglu_limit,
-                experts_cfg,
-            )  # (N·k, H) float32, gate-weighted
+                h, indices, gates, *expert_weights, cfg.swiglu_limit, experts_cfg
+            )  # (N·k, H) in h's dtype, gate-weighted
             norm_kernels.add_rows_rmsnorm(x, y, k, next_norm, eps, h)
 
         if last_only:
