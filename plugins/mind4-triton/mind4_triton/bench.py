@@ -170,13 +170,8 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
         EC(16, 32, 128, 64, 128, 4, 3),  # v1: tile decode + tl.dot
         EC(16, 32, 32, 64, 32, 4, 3, fp16_groups=True),  # v2: scale groups, fp16 bits
         EC(1, 8, 512, 8, 512, 2, 2, gemv=True),  # v3: GEMV, fp16 codes
-        EC(1, 4, 512, 4, 512, 1, 2, gemv=True, f32_codes=True),  # v4: float32 codes
-        EC(1, 4, 256, 4, 256, 1, 3, gemv=True, f32_codes=True),  # v6: unmasked K loop
-        # mlp2 has one weight tile per x tile (mlp1 two): more rows to share each x
+        EC(1, 4, 256, 4, 256, 1, 3, gemv=True, f32_codes=True),  # v4-v6: float32 codes
         EC(1, 4, 256, 8, 256, 1, 3, gemv=True, f32_codes=True),
-        EC(1, 4, 256, 16, 256, 1, 3, gemv=True, f32_codes=True),
-        EC(1, 4, 256, 8, 128, 1, 3, gemv=True, f32_codes=True),
-        EC(1, 4, 128, 8, 256, 1, 4, gemv=True, f32_codes=True),
     ]
     for c in decode_configs:
         for N in (1, 8):
@@ -184,6 +179,11 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
     prefill_configs = [
         EC(128, 64, 64, 128, 64, 8, 3),  # run 1's choice
         EC(128, 64, 64, 128, 64, 8, 4, f32_codes=True),  # run 4's choice
+        # weights as the register operand of the matrix instruction
+        EC(128, 64, 64, 64, 64, 4, 4, f32_codes=True, swap_ab=True),
+        EC(128, 128, 64, 128, 64, 8, 4, f32_codes=True, swap_ab=True),
+        EC(256, 64, 64, 64, 64, 4, 3, f32_codes=True, swap_ab=True),
+        EC(128, 64, 64, 128, 64, 8, 3, f32_codes=True, swap_ab=True),
     ]
     for c in prefill_configs:
         moe_case(2048, c, "prefill")

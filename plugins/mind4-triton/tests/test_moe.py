@@ -102,6 +102,7 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
         (2, moe.ExpertConfig(1, 16, 64, 32, 64, gemv=True, f32_codes=True)),  # float32 codes
         (1, moe.ExpertConfig(1, 128, 32, 64, 32, gemv=True, f32_codes=True)),  # partial row tiles
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True)),
+        (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True, swap_ab=True)),
     ],
 )
 def test_experts_against_oracle(dtype, mxfp4, N, cfg, device):

@@ -593,6 +593,7 @@ def _moe_mlp1_kernel(
     MXFP4: tl.constexpr,
     FP16_GROUPS: tl.constexpr,
     F32_CODES: tl.constexpr,
+    SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -630,6 +631,8 @@ def _moe_mlp1_kernel(
             scale = _group_scale(tl.load(s_glu + stride_sr + k0 // 32, mask=j_ok, other=0))
             acc_lin += _fp4_group_dot(x_even, x_odd, packed) * 16384.0 * scale[None, :]
     else:
+        glu_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)  # SWAP_AB: accumulators transposed
+        lin_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
         for k0 in range(0, H, BLOCK_K):
             x = tl.load(
                 X + token[:, None] * stride_x + (k0 + kk)[None, :],
@@ -670,8 +673,18 @@ def _moe_mlp1_kernel(
                 BLOCK_K,
                 F32_CODES,
             )
-            acc_glu = tl.dot(x, tl.trans(w_glu.to(x.dtype)), acc_glu, input_precision=DOT_PRECISION)
-            acc_lin = tl.dot(x, tl.trans(w_lin.to(x.dtype)), acc_lin, input_precision=DOT_PRECISION)
+            if SWAP_AB:  # the decoded weights are the register operand: (BN, BK) @ (BK, BM)
+                glu_t = tl.dot(w_glu.to(x.dtype), tl.trans(x), glu_t, input_precision=DOT_PRECISION)
+                lin_t = tl.dot(w_lin.to(x.dtype), tl.trans(x), lin_t, input_precision=DOT_PRECISION)
+            else:
+                acc_glu = tl.dot(
+                    x, tl.trans(w_glu.to(x.dtype)), acc_glu, input_precision=DOT_PRECISION
+                )
+                acc_lin = tl.dot(
+                    x, tl.trans(w_lin.to(x.dtype)), acc_lin, input_precision=DOT_PRECISION
+                )
+        if SWAP_AB:
+            acc_glu, acc_lin = tl.trans(glu_t), tl.trans(lin_t)
 
     bias = Bias + e * stride_be
     glu = acc_glu + tl.load(bias + 2 * j, mask=j_ok, other=0.0).to(tl.float32)[None, :]
@@ -710,6 +723,7 @@ def _moe_mlp2_kernel(
     MXFP4: tl.constexpr,
     FP16_GROUPS: tl.constexpr,
     F32_CODES: tl.constexpr,
+    SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -742,6 +756,7 @@ def _moe_mlp2_kernel(
             scale = _group_scale(tl.load(s_ptrs + k0 // 32, mask=n_ok, other=0))
             acc += _fp4_group_dot(a_even, a_odd, packed) * 16384.0 * scale[None, :]
     else:
+        acc_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)  # SWAP_AB: accumulator transposed
         for k0 in range(0, I, BLOCK_K):
             a = tl.load(
                 Act + rows[:, None].to(tl.int64) * stride_act + (k0 + kk)[None, :],
@@ -765,7 +780,12 @@ def _moe_mlp2_kernel(
                 BLOCK_K,
                 F32_CODES,
             )
-            acc = tl.dot(a, tl.trans(w.to(a.dtype)), acc, input_precision=DOT_PRECISION)
+            if SWAP_AB:
+                acc_t = tl.dot(w.to(a.dtype), tl.trans(a), acc_t, input_precision=DOT_PRECISION)
+            else:
+                acc = tl.dot(a, tl.trans(w.to(a.dtype)), acc, input_precision=DOT_PRECISION)
+        if SWAP_AB:
+            acc = tl.trans(acc_t)
 
     y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     y = y * tl.load(Gates + pair, mask=row_ok, other=0.0)[:, None]
@@ -952,7 +972,9 @@ class ExpertConfig(NamedTuple):
     of pairs, where a ``tl.dot`` tile of 16 rows would be 15/16 padding; ``block_m``
     does not apply. Dense weights fall back to ``TUNED["decode"]``. ``f32_codes``: MXFP4
     codes are decoded by shifts straight to float32 bits (:func:`_mxfp4_tile`,
-    :func:`_fp4_gemv_group`).
+    :func:`_fp4_gemv_group`). ``swap_ab``: the tile kernels multiply ``w @ xᵀ`` so the
+    weights decoded in registers are the matrix instruction's register operand (no trip
+    through shared memory); the accumulator is transposed once at the end.
     """
 
     block_m: int
@@ -965,6 +987,7 @@ class ExpertConfig(NamedTuple):
     fp16_groups: bool = False
     gemv: bool = False
     f32_codes: bool = False
+    swap_ab: bool = False
 
 
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
@@ -1035,6 +1058,7 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
         MXFP4=mx,
         FP16_GROUPS=mx and cfg.fp16_groups and x.dtype != torch.float32,
         F32_CODES=cfg.f32_codes,
+        SWAP_AB=cfg.swap_ab,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n1,
         BLOCK_K=cfg.block_k1,
@@ -1074,6 +1098,7 @@ def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: 
         MXFP4=mx,
         FP16_GROUPS=mx and cfg.fp16_groups and act.dtype != torch.float32,
         F32_CODES=cfg.f32_codes,
+        SWAP_AB=cfg.swap_ab,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n2,
         BLOCK_K=cfg.block_k2,
