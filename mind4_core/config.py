@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from . import checks
 from .errors import ConfigError, SamplingError
 
 
@@ -30,32 +30,26 @@ def _fail(cls: str, field: str, value: Any, allowed: str, exc: type = ConfigErro
     raise exc(f"invalid {cls} field {field!r}: got {value!r}; {allowed}")
 
 
-def _positive_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        _fail(type(instance).__name__, attribute.name, value, "expected a positive integer")
+def _validator(check: checks.Check):
+    """An attrs validator from a :mod:`mind4_core.checks` check: a misfit is a
+    :class:`ConfigError` naming the class, the field and the value."""
+
+    def validate(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        try:
+            check(value)
+        except ValueError as exc:
+            _fail(type(instance).__name__, attribute.name, value, str(exc))
+
+    return validate
 
 
-def _non_negative_int(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        _fail(type(instance).__name__, attribute.name, value, "expected an integer >= 0")
-
-
-def _positive_float(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and value > 0)
-    ):
-        _fail(type(instance).__name__, attribute.name, value, "expected a finite number > 0")
+_positive_int = _validator(checks.positive_int)
+_non_negative_int = _validator(checks.non_negative_int)
+_positive_float = _validator(checks.positive_number)
 
 
 def _one_of(*choices: str | None):
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            shown = ", ".join(repr(c) for c in choices)
-            _fail(type(instance).__name__, attribute.name, value, f"allowed: {shown}")
-
-    return check
+    return _validator(checks.one_of(*choices))
 
 
 @attrs.frozen(kw_only=True)
@@ -112,19 +106,8 @@ class ModelConfig:
         return attrs.asdict(self)
 
 
-def _device(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, str) or not re.fullmatch(r"(auto|cpu|mps|cuda(:\d+)?)", value):
-        _fail(
-            "RuntimeConfig",
-            attribute.name,
-            value,
-            "allowed: 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'",
-        )
-
-
-def _optional_name(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        _fail(type(instance).__name__, attribute.name, value, "expected a non-empty string or null")
+_device = _validator(checks.device_name)
+_optional_name = _validator(checks.optional(checks.non_empty_str))
 
 
 @attrs.frozen(kw_only=True)

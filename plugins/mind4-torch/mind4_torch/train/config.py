@@ -22,102 +22,41 @@ imports anything heavy.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import yaml
 
+from mind4_core import checks
+from mind4_core.checks import (
+    boolean,
+    device_name,
+    is_number,
+    non_empty_str,
+    non_negative_int,
+    non_negative_number,
+    number_in,
+    one_of,
+    optional,
+    positive_int,
+    positive_number,
+    str_list,
+)
 from mind4_core.config import MODEL_FIELDS, ModelConfig
 from mind4_core.errors import ConfigError
 
 # ----------------------------------------------------------------------------- checks
-# A check takes a value and raises ValueError("expected ...") when it does not fit.
+# The checks are the core's (mind4_core.checks); a check takes a value and raises
+# ValueError("expected ...") when it does not fit. The training-only one is below.
 
-Check = Callable[[Any], None]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def positive_int(value: Any) -> None:
-    if not (_is_int(value) and value > 0):
-        raise ValueError("expected a positive integer")
-
-
-def non_negative_int(value: Any) -> None:
-    if not (_is_int(value) and value >= 0):
-        raise ValueError("expected an integer >= 0")
-
-
-def non_negative_number(value: Any) -> None:
-    if not (_is_number(value) and value >= 0):
-        raise ValueError("expected a number >= 0")
-
-
-def positive_number(value: Any) -> None:
-    if not (_is_number(value) and value > 0):
-        raise ValueError("expected a number > 0")
-
-
-def number_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Check:
-    def check(value: Any) -> None:
-        ok = _is_number(value) and (value > lo if lo_open else value >= lo)
-        ok = ok and (value < hi if hi_open else value <= hi)
-        if not ok:
-            raise ValueError(
-                f"expected a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-            )
-
-    return check
-
-
-def one_of(*choices: Any) -> Check:
-    def check(value: Any) -> None:
-        if isinstance(value, bool) or value not in choices:
-            raise ValueError(f"expected one of {', '.join(repr(c) for c in choices)}")
-
-    return check
-
-
-def boolean(value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-
-
-def non_empty_str(value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("expected a non-empty string")
-
-
-def optional(check: Check) -> Check:
-    def inner(value: Any) -> None:
-        if value is not None:
-            check(value)
-
-    return inner
-
-
-def str_list(value: Any) -> None:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("expected a list of non-empty strings")
-
-
-def device_name(value: Any) -> None:
-    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
-        raise ValueError("expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+Check = checks.Check
 
 
 def betas(value: Any) -> None:
-    if not (isinstance(value, list) and len(value) == 2 and all(_is_number(b) for b in value)):
+    if not (isinstance(value, list) and len(value) == 2 and all(is_number(b) for b in value)):
         raise ValueError("expected a list of two numbers, e.g. [0.9, 0.95]")
     if not all(0 <= b < 1 for b in value):
         raise ValueError("expected both betas in [0, 1)")
