@@ -496,7 +496,13 @@ static double unit(uint64_t seed, uint64_t i) { /* [0, 1) with 53 random bits */
 }
 
 void m4_fill_uniform(float* x, size_t n, uint64_t seed, float lo, float hi) {
-    for (size_t i = 0; i < n; i++) x[i] = (float)(lo + (hi - lo) * unit(seed, i));
+    /* [lo, hi): a double just below hi can round to hi itself as a float (seen: 3.0 in
+     * [-2, 3) with seed 1370940575), so such a value is moved to the float below hi */
+    const float top = nextafterf(hi, lo);
+    for (size_t i = 0; i < n; i++) {
+        float v = (float)(lo + (hi - lo) * unit(seed, i));
+        x[i] = v < hi ? v : top;
+    }
 }
 
 void m4_fill_normal(float* x, size_t n, uint64_t seed, float mean, float std) {

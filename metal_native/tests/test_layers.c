@@ -324,6 +324,11 @@ static void test_random(void) {
     var /= (double)n;
     CHECK(lo >= -2.0 && hi < 3.0, "uniform fill outside [-2, 3): [%g, %g]", lo, hi);
     CHECK(fabs(mean - 0.5) < 0.02 && fabs(var - 25.0 / 12.0) < 0.03, "uniform fill mean %g var %g", mean, var);
+    /* floats 8 apart: half the doubles in [lo, hi) round to hi; none may be returned */
+    m4_fill_uniform(x, 1000, seed, 1e8f, 1e8f + 8.0f);
+    for (size_t i = 0; i < 1000; i++)
+        CHECK(x[i] >= 1e8f && x[i] < 1e8f + 8.0f, "uniform fill gave %.9g", (double)x[i]);
+    m4_fill_uniform(x, n, seed, -2.0f, 3.0f);
     float first = x[12345];
     m4_fill_uniform(x, n, seed, -2.0f, 3.0f);
     CHECK(x[12345] == first, "uniform fill is not deterministic");
