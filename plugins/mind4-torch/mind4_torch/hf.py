@@ -16,44 +16,16 @@ def to_transformers(model):
     ``model`` is a :class:`mind4_torch.model.Transformer` (or a runtime holding one)."""
     from transformers import GptOssConfig, GptOssForCausalLM
 
+    from mind4_core.hf import hf_config as export_config
+
     model = getattr(model, "model", model)
     cfg = model.config
-    layer_types = [
-        "sliding_attention" if cfg.window_of_layer(n) else "full_attention"
-        for n in range(cfg.num_hidden_layers)
-    ]
-    rope = {"rope_type": "default", "rope_theta": cfg.rope_theta}
-    if cfg.rope_scaling_factor > 1:
-        rope = {
-            "rope_type": "yarn",
-            "rope_theta": cfg.rope_theta,
-            "factor": cfg.rope_scaling_factor,
-            "beta_fast": cfg.rope_ntk_beta,
-            "beta_slow": cfg.rope_ntk_alpha,
-            "original_max_position_embeddings": cfg.initial_context_length,
-            "truncate": False,
-        }
-    hf_config = GptOssConfig(
-        vocab_size=cfg.vocab_size,
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads,
-        head_dim=cfg.head_dim,
-        intermediate_size=cfg.intermediate_size,
-        num_local_experts=cfg.num_experts,
-        num_experts_per_tok=cfg.experts_per_token,
-        sliding_window=cfg.sliding_window or None,
-        layer_types=layer_types,
-        max_position_embeddings=cfg.max_context_length,
-        rope_parameters=rope,  # transformers >= 5 (its default is YaRN x32)
-        rope_theta=cfg.rope_theta,
-        rope_scaling=None if rope["rope_type"] == "default" else rope,
-        swiglu_limit=cfg.swiglu_limit,
-        rms_norm_eps=cfg.rms_norm_eps,
-    )
+    # the same config.json `mind4 convert --to hf` writes (the RoPE mapping lives there)
+    data = export_config(cfg, dtype="float32")
+    hf_config = GptOssConfig.from_dict(data)
     got = getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None)
-    if got is not None and dict(got).get("rope_type", "default") != rope["rope_type"]:
+    want = data["rope_parameters"]["rope_type"]
+    if got is not None and dict(got).get("rope_type", "default") != want:
         raise RuntimeError(f"transformers ignored the RoPE settings: {got}")
     hf_model = GptOssForCausalLM(hf_config).eval().float()
     w = {k: torch.from_numpy(v) for k, v in model.to_checkpoint_tensors().items()}
