@@ -35,7 +35,7 @@ import torch
 import triton
 
 from mind4_core.config import ModelConfig, SamplingParams
-from mind4_core.costs import decode_step_bytes, prefill_flops
+from mind4_core.costs import MXFP4_BYTES, decode_step_bytes, prefill_flops
 from mind4_core.presets import get_preset
 
 from .kernels import gemv as gemv_kernels
@@ -103,13 +103,6 @@ def measure_limits() -> dict[str, float]:
     }
 
 
-# ----------------------------------------------------------------------------- counts
-
-
-def mxfp4_bytes(rows: int, cols: int) -> int:
-    return rows * cols // 2 + rows * cols // 32
-
-
 # ----------------------------------------------------------------------------- kernels alone
 
 
@@ -128,7 +121,7 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
     )
     b1 = torch.randn(E, 2 * I, device=dev) * 0.02
     b2 = torch.randn(E, H, device=dev) * 0.02
-    expert_bytes = mxfp4_bytes(2 * I, H) + mxfp4_bytes(H, I)
+    expert_bytes = MXFP4_BYTES * (2 * I * H + H * I)  # one expert's mlp1 + mlp2, packed
 
     def moe_case(N: int, cfg_e: moe_kernels.ExpertConfig, label: str):
         x = torch.randn(N, H, device=dev, dtype=bf16)
