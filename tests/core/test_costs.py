@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -66,6 +67,18 @@ def test_measure_limits_on_the_cpu():
     assert limits["copy_GBps"] > 0.1 and limits["matmul_TFLOPs"] > 1e-4
     assert limits["matmul_dtype"] == "float32"
     assert measure_limits("meta") == {}
+
+
+@pytest.mark.skipif(
+    not (importlib.util.find_spec("torch") and __import__("torch").cuda.is_available()),
+    reason="needs a CUDA GPU (runs on the GPU machine)",
+)
+def test_measure_limits_on_a_gpu():
+    limits = measure_limits("cuda", "bfloat16")
+    # the best window is the ceiling: never below the median of the same windows
+    assert limits["copy_GBps"] >= limits["copy_GBps_median"] > 50
+    assert limits["matmul_TFLOPs"] >= limits["matmul_TFLOPs_median"] > 1
+    assert limits["matmul_dtype"] == "bfloat16"
 
 
 def test_bench_reports_fractions_and_batch_sizes(tiny_checkpoint, capsys):

@@ -7,7 +7,8 @@ Random weights are made directly on the GPU (MXFP4 experts, nothing written to
 disk). Printed figures, each with its fraction of the measured limit:
 
 - the limits: device-to-device copy bandwidth (bytes read + written) and the
-  bf16 matmul rate (8192³ on random data), measured here, now;
+  bf16 matmul rate (8192³ on random data), measured here, now, by
+  :func:`mind4_core.costs.measure_limits` (the same ceilings as ``mind4 bench``);
 - decode tokens/s at batch 1 and 8 (a 2048-token context; CUDA-graph replay,
   greedy sampling on the GPU, one host round trip per step as the engine
   does), against ``bytes that must move per step / copy bandwidth``;
@@ -35,7 +36,7 @@ import torch
 import triton
 
 from mind4_core.config import ModelConfig, SamplingParams
-from mind4_core.costs import MXFP4_BYTES, decode_step_bytes, prefill_flops
+from mind4_core.costs import MXFP4_BYTES, decode_step_bytes, measure_limits, prefill_flops
 from mind4_core.presets import get_preset
 
 from .kernels import gemv as gemv_kernels
@@ -86,27 +87,15 @@ def graph_ms(fn, calls: int = 10) -> float:
 # ----------------------------------------------------------------------------- limits
 
 
-def measure_limits() -> dict[str, float]:
-    n = 1 << 30  # 1 GiB per buffer
-    a = torch.randint(0, 255, (n,), dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    copy_ms = gpu_ms(lambda: b.copy_(a))
-    a = b = None  # free before the matmul
-    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    y = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    mm_ms = gpu_ms(lambda: x @ y, rep_ms=500)
-    x = y = None
-    torch.cuda.empty_cache()
-    return {
-        "copy_GBps": 2 * n / copy_ms / 1e6,
-        "bf16_matmul_TFLOPs": 2 * 8192**3 / mm_ms / 1e9,
-    }
-
-
 # ----------------------------------------------------------------------------- kernels alone
 
 
-def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[dict]:
+def bench_kernels(
+    cfg: ModelConfig, limits: dict, device: str = "cuda", which: str = "all"
+) -> list[dict]:
+    """Time the kernels alone at the model's shapes; the fastest correct variant of each
+    kind becomes the runtime's configuration for this process. ``which="prefill"``: the
+    prefill MoE variants only."""
     rows: list[dict] = []
     dev, bf16 = device, torch.bfloat16
     H, I, E, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.experts_per_token
@@ -135,7 +124,16 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
         idx = routings[0]
         gates = torch.softmax(torch.randn(N, k, device=dev), -1)
         timer = graph_ms if N <= 64 else gpu_ms
-        t = timer(lambda: moe_kernels.expert_rows(x, next(turn), gates, w1, b1, w2, b2, 7.0, cfg_e))
+        try:
+            t = timer(
+                lambda: moe_kernels.expert_rows(x, next(turn), gates, w1, b1, w2, b2, 7.0, cfg_e)
+            )
+        except Exception as exc:  # a variant this compiler or card cannot build: record, go on
+            rows.append(
+                {"kernel": f"moe {label}", "N": N, "config": cfg_e._asdict(), "ok": False,
+                 "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            )  # fmt: skip
+            return
         # every variant must give the reference variant's numbers (a variant that is fast
         # but wrong on this card — e.g. subnormal codes flushed to zero — is never chosen)
         out = moe_kernels.expert_rows(x, idx, gates, w1, b1, w2, b2, 7.0, cfg_e)
@@ -154,7 +152,7 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
                 "GBps": used * expert_bytes / t / 1e6,
                 "TFLOPs": flops / t / 1e9,
                 "frac_bw": used * expert_bytes / t / 1e6 / limits["copy_GBps"],
-                "frac_mm": flops / t / 1e9 / limits["bf16_matmul_TFLOPs"],
+                "frac_mm": flops / t / 1e9 / limits["matmul_TFLOPs"],
             }
         )
 
@@ -166,7 +164,7 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
         EC(1, 4, 256, 4, 256, 1, 3, gemv=True, f32_codes=True),  # v4-v6: float32 codes
         EC(1, 4, 256, 8, 256, 1, 3, gemv=True, f32_codes=True),
     ]
-    for c in decode_configs:
+    for c in decode_configs if which == "all" else ():
         for N in (1, 8):
             moe_case(N, c, "decode")
     prefill_configs = [
@@ -177,6 +175,12 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
         EC(128, 128, 64, 128, 64, 8, 4, f32_codes=True, swap_ab=True),
         EC(256, 64, 64, 64, 64, 4, 3, f32_codes=True, swap_ab=True),
         EC(128, 64, 64, 128, 64, 8, 3, f32_codes=True, swap_ab=True),
+        # packed weights straight into tl.dot_scaled (the compiler's upcast)
+        EC(128, 64, 128, 128, 128, 8, 3, scaled_dot=True),
+        EC(128, 64, 64, 128, 64, 8, 4, scaled_dot=True),
+        EC(128, 64, 128, 64, 128, 4, 3, scaled_dot=True, swap_ab=True),
+        EC(128, 128, 128, 128, 128, 8, 3, scaled_dot=True, swap_ab=True),
+        EC(64, 128, 128, 128, 128, 8, 4, scaled_dot=True, swap_ab=True),
     ]
     for c in prefill_configs:
         moe_case(2048, c, "prefill")
@@ -193,10 +197,11 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
         ]
         return min(cands, key=lambda r: r["ms"])
 
-    moe_kernels.TUNED["gemv"] = EC(**best("moe decode", 1, gemv=True)["config"])
-    if not best("moe decode", 1)["config"]["gemv"]:  # the tile kernels win even at batch 1
-        moe_kernels.GEMV_MAX_PAIRS = 0
-    moe_kernels.TUNED["decode"] = EC(**best("moe decode", 8, gemv=False)["config"])
+    if which == "all":
+        moe_kernels.TUNED["gemv"] = EC(**best("moe decode", 1, gemv=True)["config"])
+        if not best("moe decode", 1)["config"]["gemv"]:  # the tile kernels win even at batch 1
+            moe_kernels.GEMV_MAX_PAIRS = 0
+        moe_kernels.TUNED["decode"] = EC(**best("moe decode", 8, gemv=False)["config"])
     moe_kernels.TUNED["prefill"] = EC(**best("moe prefill", 2048)["config"])
     rows.append(
         {
@@ -207,6 +212,9 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
             "prefill": moe_kernels.TUNED["prefill"]._asdict(),
         }
     )
+
+    if which == "prefill":
+        return rows
 
     # attention: decode over a long context, prefill 2048
     Hq, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -257,7 +265,7 @@ def bench_kernels(cfg: ModelConfig, limits: dict, device: str = "cuda") -> list[
                     "kernel": f"attention prefill T={T} window={window} BM={bm} BN={bn}",
                     "ms": t,
                     "TFLOPs": flops / t / 1e9,
-                    "frac_mm": flops / t / 1e9 / limits["bf16_matmul_TFLOPs"],
+                    "frac_mm": flops / t / 1e9 / limits["matmul_TFLOPs"],
                 }
             )
 
@@ -346,7 +354,7 @@ def bench_runtime(
     out["prefill_ms"] = prefill_t
     out["prefill_tok_s"] = prompt / prefill_t * 1e3
     out["prefill_TFLOPs"] = flops / prefill_t / 1e9
-    out["prefill_frac_matmul"] = out["prefill_TFLOPs"] / limits["bf16_matmul_TFLOPs"]
+    out["prefill_frac_matmul"] = out["prefill_TFLOPs"] / limits["matmul_TFLOPs"]
     out["ttft_ms"] = t
 
     # decode at batch sizes, context = prompt
@@ -483,7 +491,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="gpt-oss-20b")
     parser.add_argument("--prompt", type=int, default=2048)
     parser.add_argument("--decode", type=int, default=64)
-    parser.add_argument("--kernels", action="store_true", help="time the kernels alone too")
+    parser.add_argument(
+        "--kernels",
+        nargs="?",
+        const="all",
+        choices=["all", "prefill"],
+        help="time the kernels alone too (all, or the prefill MoE variants only)",
+    )
     parser.add_argument(
         "--torch", action="store_true", help="the torch backend on the same weights"
     )
@@ -505,10 +519,10 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "preset": args.preset,
     }
-    result["limits"] = limits = measure_limits()
+    result["limits"] = limits = measure_limits("cuda", "bfloat16")
     print(json.dumps(result), flush=True)
     if args.kernels:
-        result["kernels"] = bench_kernels(cfg, limits)
+        result["kernels"] = bench_kernels(cfg, limits, which=args.kernels)
         for row in result["kernels"]:
             print(json.dumps(row), flush=True)
 

@@ -526,6 +526,39 @@ def dequantize(w: MXFP4Weight, f32_codes: bool = False) -> torch.Tensor:
 
 
 @triton.jit
+def _load_mxfp4_packed(
+    W,
+    S,
+    e,
+    w_rows,
+    row_ok,
+    k0,
+    stride_we,
+    stride_wr,
+    stride_se,
+    stride_sr,
+    KDIM,
+    BK: tl.constexpr,
+):
+    """Rows ``w_rows (BN,)`` of MXFP4 expert ``e``'s weight, columns ``k0 .. k0+BK``, still
+    packed: codes ``uint8 (BN, BK/2)`` (low nibble the even column) and E8M0 scales
+    ``uint8 (BN, BK/32)`` (zeros outside the matrix)."""
+    kb = k0 // 2 + tl.arange(0, BK // 2)
+    ks = k0 // 32 + tl.arange(0, BK // 32)
+    packed = tl.load(
+        W + e * stride_we + w_rows[:, None] * stride_wr + kb[None, :],
+        mask=row_ok[:, None] & (kb < KDIM // 2)[None, :],
+        other=0,
+    )
+    scales = tl.load(
+        S + e * stride_se + w_rows[:, None] * stride_sr + ks[None, :],
+        mask=row_ok[:, None] & (ks < KDIM // 32)[None, :],
+        other=0,
+    )
+    return packed, scales
+
+
+@triton.jit
 def _load_weight_tile(
     W,
     S,
@@ -546,17 +579,8 @@ def _load_weight_tile(
     """Rows ``w_rows (BN,)`` of expert ``e``'s weight, columns ``k0 .. k0+BK`` -> float32 or
     the stored dtype ``(BN, BK)``."""
     if MXFP4:
-        kb = k0 // 2 + tl.arange(0, BK // 2)
-        ks = k0 // 32 + tl.arange(0, BK // 32)
-        packed = tl.load(
-            W + e * stride_we + w_rows[:, None] * stride_wr + kb[None, :],
-            mask=row_ok[:, None] & (kb < KDIM // 2)[None, :],
-            other=0,
-        )
-        scales = tl.load(
-            S + e * stride_se + w_rows[:, None] * stride_sr + ks[None, :],
-            mask=row_ok[:, None] & (ks < KDIM // 32)[None, :],
-            other=0,
+        packed, scales = _load_mxfp4_packed(
+            W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM, BK
         )
         return _mxfp4_tile(packed, scales, BN, BK, F32_CODES)
     else:
@@ -566,6 +590,69 @@ def _load_weight_tile(
             mask=row_ok[:, None] & (kk < KDIM)[None, :],
             other=0.0,
         )
+
+
+@triton.jit
+def _scaled_dot(w_packed, w_scales, x, acc, X_FORMAT: tl.constexpr, SWAP_AB: tl.constexpr):
+    """``acc += x @ wᵀ`` (or, ``SWAP_AB``, ``accᵀ += w @ xᵀ``) with ``w`` still packed
+    MXFP4 — ``tl.dot_scaled``, whose upcast of E2M1 codes times E8M0 scales to
+    16-bit the compiler emits next to the matrix instruction."""
+    if SWAP_AB:
+        return tl.dot_scaled(
+            w_packed, w_scales, "e2m1", tl.trans(x), None, X_FORMAT, acc, fast_math=True
+        )
+    return tl.dot_scaled(
+        x, None, X_FORMAT, tl.trans(w_packed), w_scales, "e2m1", acc, fast_math=True
+    )
+
+
+@triton.jit
+def _weight_tile_dot(
+    x,
+    acc,
+    acc_t,
+    W,
+    S,
+    e,
+    w_rows,
+    row_ok,
+    k0,
+    stride_we,
+    stride_wr,
+    stride_se,
+    stride_sr,
+    KDIM,
+    MXFP4: tl.constexpr,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    F32_CODES: tl.constexpr,
+    SWAP_AB: tl.constexpr,
+    SCALED_DOT: tl.constexpr,
+    X_FORMAT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """One K step of a tile kernel: ``acc (BM, BN) += x (BM, BK) @ w[w_rows, k0:k0+BK]ᵀ``,
+    or with ``SWAP_AB`` the transposed ``acc_t (BN, BM) += w @ xᵀ`` (so that the weights
+    are the matrix instruction's register operand). Returns ``(acc, acc_t)``, one of them
+    untouched."""
+    if SCALED_DOT:  # MXFP4 weights, 16-bit x: the compiler's upcast + matrix product
+        packed, scales = _load_mxfp4_packed(
+            W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM, BK
+        )
+        if SWAP_AB:
+            acc_t = _scaled_dot(packed, scales, x, acc_t, X_FORMAT, True)
+        else:
+            acc = _scaled_dot(packed, scales, x, acc, X_FORMAT, False)
+    else:
+        w = _load_weight_tile(
+            W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM,
+            MXFP4, BN, BK, F32_CODES,
+        )  # fmt: skip
+        if SWAP_AB:
+            acc_t = tl.dot(w.to(x.dtype), tl.trans(x), acc_t, input_precision=DOT_PRECISION)
+        else:
+            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=DOT_PRECISION)
+    return acc, acc_t
 
 
 @triton.jit
@@ -594,6 +681,8 @@ def _moe_mlp1_kernel(
     FP16_GROUPS: tl.constexpr,
     F32_CODES: tl.constexpr,
     SWAP_AB: tl.constexpr,
+    SCALED_DOT: tl.constexpr,
+    X_FORMAT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -639,50 +728,16 @@ def _moe_mlp1_kernel(
                 mask=row_ok[:, None] & ((k0 + kk) < H)[None, :],
                 other=0.0,
             )  # (BLOCK_M, BLOCK_K)
-            w_glu = _load_weight_tile(
-                W,
-                S,
-                e,
-                2 * j,
-                j_ok,
-                k0,
-                stride_we,
-                stride_wr,
-                stride_se,
-                stride_sr,
-                H,
-                MXFP4,
-                BLOCK_N,
-                BLOCK_K,
-                F32_CODES,
-            )
-            w_lin = _load_weight_tile(
-                W,
-                S,
-                e,
-                2 * j + 1,
-                j_ok,
-                k0,
-                stride_we,
-                stride_wr,
-                stride_se,
-                stride_sr,
-                H,
-                MXFP4,
-                BLOCK_N,
-                BLOCK_K,
-                F32_CODES,
-            )
-            if SWAP_AB:  # the decoded weights are the register operand: (BN, BK) @ (BK, BM)
-                glu_t = tl.dot(w_glu.to(x.dtype), tl.trans(x), glu_t, input_precision=DOT_PRECISION)
-                lin_t = tl.dot(w_lin.to(x.dtype), tl.trans(x), lin_t, input_precision=DOT_PRECISION)
-            else:
-                acc_glu = tl.dot(
-                    x, tl.trans(w_glu.to(x.dtype)), acc_glu, input_precision=DOT_PRECISION
-                )
-                acc_lin = tl.dot(
-                    x, tl.trans(w_lin.to(x.dtype)), acc_lin, input_precision=DOT_PRECISION
-                )
+            acc_glu, glu_t = _weight_tile_dot(
+                x, acc_glu, glu_t, W, S, e, 2 * j, j_ok, k0,
+                stride_we, stride_wr, stride_se, stride_sr, H,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, SCALED_DOT, X_FORMAT, DOT_PRECISION,
+            )  # fmt: skip
+            acc_lin, lin_t = _weight_tile_dot(
+                x, acc_lin, lin_t, W, S, e, 2 * j + 1, j_ok, k0,
+                stride_we, stride_wr, stride_se, stride_sr, H,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, SCALED_DOT, X_FORMAT, DOT_PRECISION,
+            )  # fmt: skip
         if SWAP_AB:
             acc_glu, acc_lin = tl.trans(glu_t), tl.trans(lin_t)
 
@@ -724,6 +779,8 @@ def _moe_mlp2_kernel(
     FP16_GROUPS: tl.constexpr,
     F32_CODES: tl.constexpr,
     SWAP_AB: tl.constexpr,
+    SCALED_DOT: tl.constexpr,
+    X_FORMAT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -763,27 +820,11 @@ def _moe_mlp2_kernel(
                 mask=row_ok[:, None] & ((k0 + kk) < I)[None, :],
                 other=0.0,
             )
-            w = _load_weight_tile(
-                W,
-                S,
-                e,
-                n,
-                n_ok,
-                k0,
-                stride_we,
-                stride_wr,
-                stride_se,
-                stride_sr,
-                I,
-                MXFP4,
-                BLOCK_N,
-                BLOCK_K,
-                F32_CODES,
-            )
-            if SWAP_AB:
-                acc_t = tl.dot(w.to(a.dtype), tl.trans(a), acc_t, input_precision=DOT_PRECISION)
-            else:
-                acc = tl.dot(a, tl.trans(w.to(a.dtype)), acc, input_precision=DOT_PRECISION)
+            acc, acc_t = _weight_tile_dot(
+                a, acc, acc_t, W, S, e, n, n_ok, k0,
+                stride_we, stride_wr, stride_se, stride_sr, I,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, SCALED_DOT, X_FORMAT, DOT_PRECISION,
+            )  # fmt: skip
         if SWAP_AB:
             acc = tl.trans(acc_t)
 
@@ -975,6 +1016,9 @@ class ExpertConfig(NamedTuple):
     :func:`_fp4_gemv_group`). ``swap_ab``: the tile kernels multiply ``w @ xᵀ`` so the
     weights decoded in registers are the matrix instruction's register operand (no trip
     through shared memory); the accumulator is transposed once at the end.
+    ``scaled_dot``: with MXFP4 weights and 16-bit activations the tile kernels hand the
+    packed codes and scales to ``tl.dot_scaled`` (:func:`_scaled_dot`), leaving the
+    decode to the compiler; ``f32_codes`` then does not apply.
     """
 
     block_m: int
@@ -988,6 +1032,11 @@ class ExpertConfig(NamedTuple):
     gemv: bool = False
     f32_codes: bool = False
     swap_ab: bool = False
+    scaled_dot: bool = False
+
+
+#: ``tl.dot_scaled``'s name of each 16-bit activation dtype
+_SCALED_FORMAT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
@@ -1059,6 +1108,8 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
         FP16_GROUPS=mx and cfg.fp16_groups and x.dtype != torch.float32,
         F32_CODES=cfg.f32_codes,
         SWAP_AB=cfg.swap_ab,
+        SCALED_DOT=mx and cfg.scaled_dot and x.dtype != torch.float32,
+        X_FORMAT=_SCALED_FORMAT.get(x.dtype, "bf16"),
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n1,
         BLOCK_K=cfg.block_k1,
@@ -1099,6 +1150,8 @@ def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: 
         FP16_GROUPS=mx and cfg.fp16_groups and act.dtype != torch.float32,
         F32_CODES=cfg.f32_codes,
         SWAP_AB=cfg.swap_ab,
+        SCALED_DOT=mx and cfg.scaled_dot and act.dtype != torch.float32,
+        X_FORMAT=_SCALED_FORMAT.get(act.dtype, "bf16"),
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n2,
         BLOCK_K=cfg.block_k2,
