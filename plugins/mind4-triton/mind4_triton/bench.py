@@ -168,20 +168,20 @@ def bench_kernels(
         for N in (1, 8):
             moe_case(N, c, "decode")
     prefill_configs = [
-        EC(128, 64, 64, 128, 64, 8, 3),  # run 1's choice
         EC(128, 64, 64, 128, 64, 8, 4, f32_codes=True),  # run 4's choice
-        # weights as the register operand of the matrix instruction
-        EC(128, 64, 64, 64, 64, 4, 4, f32_codes=True, swap_ab=True),
-        EC(128, 128, 64, 128, 64, 8, 4, f32_codes=True, swap_ab=True),
-        EC(256, 64, 64, 64, 64, 4, 3, f32_codes=True, swap_ab=True),
-        EC(128, 64, 64, 128, 64, 8, 3, f32_codes=True, swap_ab=True),
-        # packed weights straight into tl.dot_scaled (the compiler's upcast)
-        EC(128, 64, 128, 128, 128, 8, 3, scaled_dot=True),
-        EC(128, 64, 64, 128, 64, 8, 4, scaled_dot=True),
-        EC(128, 64, 128, 64, 128, 4, 3, scaled_dot=True, swap_ab=True),
-        EC(128, 128, 128, 128, 128, 8, 3, scaled_dot=True, swap_ab=True),
-        EC(64, 128, 128, 128, 128, 8, 4, scaled_dot=True, swap_ab=True),
-    ]
+        # weights as the register operand of the matrix instruction (run 12's winner first)
+        *(
+            EC(*tiles, f32_codes=True, swap_ab=True)
+            for tiles in [
+                (128, 64, 64, 64, 64, 4, 4), (128, 64, 64, 64, 64, 4, 3),
+                (128, 64, 64, 64, 64, 4, 5), (128, 64, 128, 64, 128, 4, 3),
+                (128, 64, 128, 64, 128, 4, 4), (128, 64, 32, 64, 32, 4, 6),
+                (256, 64, 64, 64, 64, 8, 3), (256, 64, 64, 64, 64, 8, 4),
+                (128, 64, 64, 64, 64, 8, 4), (64, 64, 64, 64, 64, 4, 4),
+                (64, 64, 128, 64, 128, 4, 4), (128, 64, 64, 128, 64, 4, 4),
+            ]
+        ),
+    ]  # fmt: skip
     for c in prefill_configs:
         moe_case(2048, c, "prefill")
 

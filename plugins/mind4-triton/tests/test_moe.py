@@ -103,8 +103,6 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
         (1, moe.ExpertConfig(1, 128, 32, 64, 32, gemv=True, f32_codes=True)),  # partial row tiles
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True)),
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True, swap_ab=True)),
-        (19, moe.ExpertConfig(16, 32, 64, 32, 64, scaled_dot=True)),  # tl.dot_scaled
-        (19, moe.ExpertConfig(16, 32, 64, 32, 64, scaled_dot=True, swap_ab=True)),
     ],
 )
 def test_experts_against_oracle(dtype, mxfp4, N, cfg, device):

@@ -593,20 +593,6 @@ def _load_weight_tile(
 
 
 @triton.jit
-def _scaled_dot(w_packed, w_scales, x, acc, X_FORMAT: tl.constexpr, SWAP_AB: tl.constexpr):
-    """``acc += x @ wᵀ`` (or, ``SWAP_AB``, ``accᵀ += w @ xᵀ``) with ``w`` still packed
-    MXFP4 — ``tl.dot_scaled``, whose upcast of E2M1 codes times E8M0 scales to
-    16-bit the compiler emits next to the matrix instruction."""
-    if SWAP_AB:
-        return tl.dot_scaled(
-            w_packed, w_scales, "e2m1", tl.trans(x), None, X_FORMAT, acc, fast_math=True
-        )
-    return tl.dot_scaled(
-        x, None, X_FORMAT, tl.trans(w_packed), w_scales, "e2m1", acc, fast_math=True
-    )
-
-
-@triton.jit
 def _weight_tile_dot(
     x,
     acc,
@@ -627,31 +613,20 @@ def _weight_tile_dot(
     BK: tl.constexpr,
     F32_CODES: tl.constexpr,
     SWAP_AB: tl.constexpr,
-    SCALED_DOT: tl.constexpr,
-    X_FORMAT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     """One K step of a tile kernel: ``acc (BM, BN) += x (BM, BK) @ w[w_rows, k0:k0+BK]ᵀ``,
     or with ``SWAP_AB`` the transposed ``acc_t (BN, BM) += w @ xᵀ`` (so that the weights
     are the matrix instruction's register operand). Returns ``(acc, acc_t)``, one of them
     untouched."""
-    if SCALED_DOT:  # MXFP4 weights, 16-bit x: the compiler's upcast + matrix product
-        packed, scales = _load_mxfp4_packed(
-            W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM, BK
-        )
-        if SWAP_AB:
-            acc_t = _scaled_dot(packed, scales, x, acc_t, X_FORMAT, True)
-        else:
-            acc = _scaled_dot(packed, scales, x, acc, X_FORMAT, False)
+    w = _load_weight_tile(
+        W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM,
+        MXFP4, BN, BK, F32_CODES,
+    )  # fmt: skip
+    if SWAP_AB:
+        acc_t = tl.dot(w.to(x.dtype), tl.trans(x), acc_t, input_precision=DOT_PRECISION)
     else:
-        w = _load_weight_tile(
-            W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM,
-            MXFP4, BN, BK, F32_CODES,
-        )  # fmt: skip
-        if SWAP_AB:
-            acc_t = tl.dot(w.to(x.dtype), tl.trans(x), acc_t, input_precision=DOT_PRECISION)
-        else:
-            acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=DOT_PRECISION)
     return acc, acc_t
 
 
@@ -681,8 +656,6 @@ def _moe_mlp1_kernel(
     FP16_GROUPS: tl.constexpr,
     F32_CODES: tl.constexpr,
     SWAP_AB: tl.constexpr,
-    SCALED_DOT: tl.constexpr,
-    X_FORMAT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -731,12 +704,12 @@ def _moe_mlp1_kernel(
             acc_glu, glu_t = _weight_tile_dot(
                 x, acc_glu, glu_t, W, S, e, 2 * j, j_ok, k0,
                 stride_we, stride_wr, stride_se, stride_sr, H,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, SCALED_DOT, X_FORMAT, DOT_PRECISION,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, DOT_PRECISION,
             )  # fmt: skip
             acc_lin, lin_t = _weight_tile_dot(
                 x, acc_lin, lin_t, W, S, e, 2 * j + 1, j_ok, k0,
                 stride_we, stride_wr, stride_se, stride_sr, H,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, SCALED_DOT, X_FORMAT, DOT_PRECISION,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, DOT_PRECISION,
             )  # fmt: skip
         if SWAP_AB:
             acc_glu, acc_lin = tl.trans(glu_t), tl.trans(lin_t)
@@ -779,8 +752,6 @@ def _moe_mlp2_kernel(
     FP16_GROUPS: tl.constexpr,
     F32_CODES: tl.constexpr,
     SWAP_AB: tl.constexpr,
-    SCALED_DOT: tl.constexpr,
-    X_FORMAT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -823,7 +794,7 @@ def _moe_mlp2_kernel(
             acc, acc_t = _weight_tile_dot(
                 a, acc, acc_t, W, S, e, n, n_ok, k0,
                 stride_we, stride_wr, stride_se, stride_sr, I,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, SCALED_DOT, X_FORMAT, DOT_PRECISION,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, DOT_PRECISION,
             )  # fmt: skip
         if SWAP_AB:
             acc = tl.trans(acc_t)
@@ -1016,9 +987,6 @@ class ExpertConfig(NamedTuple):
     :func:`_fp4_gemv_group`). ``swap_ab``: the tile kernels multiply ``w @ xᵀ`` so the
     weights decoded in registers are the matrix instruction's register operand (no trip
     through shared memory); the accumulator is transposed once at the end.
-    ``scaled_dot``: with MXFP4 weights and 16-bit activations the tile kernels hand the
-    packed codes and scales to ``tl.dot_scaled`` (:func:`_scaled_dot`), leaving the
-    decode to the compiler; ``f32_codes`` then does not apply.
     """
 
     block_m: int
@@ -1032,11 +1000,6 @@ class ExpertConfig(NamedTuple):
     gemv: bool = False
     f32_codes: bool = False
     swap_ab: bool = False
-    scaled_dot: bool = False
-
-
-#: ``tl.dot_scaled``'s name of each 16-bit activation dtype
-_SCALED_FORMAT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
@@ -1108,8 +1071,6 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
         FP16_GROUPS=mx and cfg.fp16_groups and x.dtype != torch.float32,
         F32_CODES=cfg.f32_codes,
         SWAP_AB=cfg.swap_ab,
-        SCALED_DOT=mx and cfg.scaled_dot and x.dtype != torch.float32,
-        X_FORMAT=_SCALED_FORMAT.get(x.dtype, "bf16"),
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n1,
         BLOCK_K=cfg.block_k1,
@@ -1150,8 +1111,6 @@ def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: 
         FP16_GROUPS=mx and cfg.fp16_groups and act.dtype != torch.float32,
         F32_CODES=cfg.f32_codes,
         SWAP_AB=cfg.swap_ab,
-        SCALED_DOT=mx and cfg.scaled_dot and act.dtype != torch.float32,
-        X_FORMAT=_SCALED_FORMAT.get(act.dtype, "bf16"),
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n2,
         BLOCK_K=cfg.block_k2,
