@@ -1007,7 +1007,9 @@ class ExpertConfig(NamedTuple):
 TUNED = {
     "gemv": ExpertConfig(1, 4, 256, 4, 256, num_warps=1, num_stages=3, gemv=True, f32_codes=True),
     "decode": ExpertConfig(16, 32, 32, 64, 32, num_warps=4, num_stages=3, fp16_groups=True),
-    "prefill": ExpertConfig(128, 64, 64, 128, 64, num_warps=8, num_stages=4, f32_codes=True),
+    "prefill": ExpertConfig(
+        128, 64, 64, 64, 64, num_warps=4, num_stages=3, f32_codes=True, swap_ab=True
+    ),
 }
 
 #: up to this many (token, expert) pairs take the ``gemv`` configuration (batch 1 of top-4)
