@@ -100,11 +100,11 @@ def bench_kernels(
     dev, bf16 = device, torch.bfloat16
     H, I, E, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.experts_per_token
     g = torch.Generator(device=dev).manual_seed(0)
-    w1 = moe_kernels.MXFP4Weight(
+    w1 = moe_kernels.MXFP4Weight.of(
         torch.randint(0, 256, (E, 2 * I, H // 32, 16), generator=g, device=dev, dtype=torch.uint8),
         torch.full((E, 2 * I, H // 32), 119, device=dev, dtype=torch.uint8),
     )
-    w2 = moe_kernels.MXFP4Weight(
+    w2 = moe_kernels.MXFP4Weight.of(
         torch.randint(0, 256, (E, H, I // 32, 16), generator=g, device=dev, dtype=torch.uint8),
         torch.full((E, H, I // 32), 119, device=dev, dtype=torch.uint8),
     )
@@ -168,17 +168,15 @@ def bench_kernels(
         for N in (1, 8):
             moe_case(N, c, "decode")
     prefill_configs = [
-        EC(128, 64, 64, 128, 64, 8, 4, f32_codes=True),  # run 4's choice
-        # weights as the register operand of the matrix instruction (run 12's winner first)
+        EC(128, 64, 64, 64, 64, 4, 3, f32_codes=True, swap_ab=True),  # run 13's choice
+        # codes decoded straight from int32 words, folded scales, unmasked even tiles
         *(
-            EC(*tiles, f32_codes=True, swap_ab=True)
-            for tiles in [
-                (128, 64, 64, 64, 64, 4, 4), (128, 64, 64, 64, 64, 4, 3),
-                (128, 64, 64, 64, 64, 4, 5), (128, 64, 128, 64, 128, 4, 3),
-                (128, 64, 128, 64, 128, 4, 4), (128, 64, 32, 64, 32, 4, 6),
-                (256, 64, 64, 64, 64, 8, 3), (256, 64, 64, 64, 64, 8, 4),
-                (128, 64, 64, 64, 64, 8, 4), (64, 64, 64, 64, 64, 4, 4),
-                (64, 64, 128, 64, 128, 4, 4), (128, 64, 64, 128, 64, 4, 4),
+            EC(*tiles, words=True, swap_ab=swap)
+            for *tiles, swap in [
+                (128, 64, 64, 64, 64, 4, 3, True), (128, 64, 64, 64, 64, 4, 4, True),
+                (128, 64, 128, 64, 128, 4, 3, True), (128, 64, 64, 128, 64, 4, 3, True),
+                (128, 64, 64, 64, 64, 4, 2, True), (256, 64, 64, 64, 64, 8, 3, True),
+                (128, 64, 64, 128, 64, 8, 4, False), (64, 64, 64, 64, 64, 4, 3, True),
             ]
         ),
     ]  # fmt: skip

@@ -96,7 +96,7 @@ def load_weights(checkpoint, device: torch.device) -> dict[str, Any]:
                 torch.from_numpy(np.ascontiguousarray(a)).to(device, copy=True)
                 for a in checkpoint.mxfp4(name)
             )
-            weights[name] = MXFP4Weight(blocks, scales)
+            weights[name] = MXFP4Weight.of(blocks, scales)
         else:
             weights[name] = _host_tensor(checkpoint, name).to(device, copy=True)
     return weights
@@ -127,7 +127,7 @@ def random_weights(
             scales = torch.full(
                 (*lead, rows, cols // 32), 127 - 8, device=device, dtype=torch.uint8
             )
-            out[name] = MXFP4Weight(blocks, scales)
+            out[name] = MXFP4Weight.of(blocks, scales)
             continue
         value = torch.randn(shape, generator=g, device=device, dtype=torch.float32)
         if name.endswith("norm.scale"):
@@ -241,7 +241,7 @@ class TritonRuntime:
         def expert(name):
             w = weights[name]
             if isinstance(w, MXFP4Weight) and self._moe is None:
-                return MXFP4Weight(w.blocks.to(device), w.scales.to(device))
+                return w._replace(blocks=w.blocks.to(device), scales=w.scales.to(device))
             return _dense(w, dtype).to(device)
 
         self.embedding = model_dtype("embedding.weight")  # (V, H)

@@ -26,7 +26,7 @@ g = torch.Generator(device="cuda").manual_seed(0)
 
 def packed(rows, cols):
     blocks = torch.randint(0, 256, (E, rows, cols // 32, 16), generator=g, device="cuda")
-    return moe.MXFP4Weight(
+    return moe.MXFP4Weight.of(
         blocks.to(torch.uint8),
         torch.full((E, rows, cols // 32), 119, device="cuda").to(torch.uint8),
     )

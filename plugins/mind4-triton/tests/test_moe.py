@@ -60,13 +60,22 @@ def test_align_groups_pairs_by_expert(N, k, E, BM, device):
     assert (sorted_pairs[num_blocks * BM :] == N * k).all()
 
 
-@pytest.mark.parametrize("f32_codes", [False, True])
-def test_mxfp4_decode_every_code_and_scale(f32_codes, device):
+@pytest.mark.parametrize(
+    "decoding,scale_bytes",
+    [
+        ({}, [127, 120, 135, 2]),
+        ({"f32_codes": True}, [127, 120, 135, 2]),
+        ({"words": True}, [127, 120, 135, 2]),  # two multiplies (a scale above 2)
+        ({"words": True}, [127, 120, 128, 1]),  # small scales: one folded multiply
+    ],
+)
+def test_mxfp4_decode_every_code_and_scale(decoding, scale_bytes, device):
     codes = np.arange(256, dtype=np.uint8)  # every (low, high) nibble pair
     blocks = np.tile(codes.reshape(16, 16), (4, 1)).reshape(4, 16, 1, 16)  # (E=4, rows, 1, 16)
-    scales = np.array([127, 120, 135, 2], dtype=np.uint8)[:, None, None].repeat(16, 1)
-    w = moe.MXFP4Weight(torch.from_numpy(blocks).to(device), torch.from_numpy(scales).to(device))
-    out = moe.dequantize(w, f32_codes=f32_codes).cpu().numpy()
+    scales = np.array(scale_bytes, dtype=np.uint8)[:, None, None].repeat(16, 1)
+    w = moe.MXFP4Weight.of(torch.from_numpy(blocks).to(device), torch.from_numpy(scales).to(device))
+    assert w.small_scales == (max(scale_bytes) <= 128)
+    out = moe.dequantize(w, **decoding).cpu().numpy()
     ref = oracle.mxfp4_decode(blocks, scales)
     np.testing.assert_array_equal(out, ref.astype(np.float32))
 
@@ -81,7 +90,7 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
         (q1, s1), (q2, s2) = oracle.mxfp4_encode(w1), oracle.mxfp4_encode(w2)
         w1_ref, w2_ref = oracle.mxfp4_decode(q1, s1), oracle.mxfp4_decode(q2, s2)
         t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-        W1, W2 = moe.MXFP4Weight(t(q1), t(s1)), moe.MXFP4Weight(t(q2), t(s2))
+        W1, W2 = moe.MXFP4Weight.of(t(q1), t(s1)), moe.MXFP4Weight.of(t(q2), t(s2))
     else:
         W1, W2 = (torch.from_numpy(a).to(device, dtype) for a in (w1, w2))
         w1_ref, w2_ref = f64(W1), f64(W2)
@@ -103,6 +112,12 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
         (1, moe.ExpertConfig(1, 128, 32, 64, 32, gemv=True, f32_codes=True)),  # partial row tiles
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True)),
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True, swap_ab=True)),
+        (19, moe.ExpertConfig(16, 32, 64, 32, 64, words=True)),  # int32 words, folded scale
+        (19, moe.ExpertConfig(16, 32, 64, 32, 64, words=True, swap_ab=True)),
+        (
+            19,
+            moe.ExpertConfig(16, 32, 32, 32, 32, words=True, swap_ab=True),
+        ),  # tiles even: no masks
     ],
 )
 def test_experts_against_oracle(dtype, mxfp4, N, cfg, device):

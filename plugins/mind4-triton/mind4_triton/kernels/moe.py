@@ -41,10 +41,19 @@ from .gemv import GemvConfig, gemv
 
 class MXFP4Weight(NamedTuple):
     """An expert weight kept packed: ``blocks (E, rows, cols/32, 16)`` uint8,
-    ``scales (E, rows, cols/32)`` uint8 (E8M0, bias 127)."""
+    ``scales (E, rows, cols/32)`` uint8 (E8M0, bias 127). ``small_scales``: every scale
+    is at most 2 (E8M0 ``<= 128``, true of any trained checkpoint), which lets the tile
+    kernels fold two multiplies of the decode into one (:func:`_mxfp4_words_tile`);
+    :meth:`of` finds out."""
 
     blocks: torch.Tensor
     scales: torch.Tensor
+    small_scales: bool = False
+
+    @classmethod
+    def of(cls, blocks: torch.Tensor, scales: torch.Tensor) -> MXFP4Weight:
+        """The weight with ``small_scales`` measured (one read of the scales)."""
+        return cls(blocks, scales, bool(scales.numel()) and int(scales.max()) <= 128)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -435,6 +444,39 @@ def _mxfp4_tile(
 
 
 @triton.jit
+def _mxfp4_words_tile(
+    words, scales, BN: tl.constexpr, BK: tl.constexpr, SMALL_SCALES: tl.constexpr
+):
+    """Decode ``words int32 (BN, BK/8)`` — each the eight E2M1 codes of four packed bytes,
+    element 0 in bits 0..3 — and E8M0 ``scales uint8 (BN, BK/32)`` to float32 ``(BN, BK)``.
+
+    Code ``q`` of a word becomes float32 bits ``value · 2^-126`` as in :func:`_mxfp4_tile`,
+    but straight from the word: ``((word << (28 - 4q)) >> 6) & 0x81C00000`` — the shift
+    drops the higher codes, the mask the lower ones — three integer operations per weight
+    and no byte unpacking. ``SMALL_SCALES`` (every scale ``s <= 128``): one multiply by
+    ``2^126 · 2^(s-127) = 2^(s-1)``, a normal float32; otherwise two."""
+    c0 = ((words << 28) >> 6) & _F32_CODE_MASK
+    c1 = ((words << 24) >> 6) & _F32_CODE_MASK
+    c2 = ((words << 20) >> 6) & _F32_CODE_MASK
+    c3 = ((words << 16) >> 6) & _F32_CODE_MASK
+    c4 = ((words << 12) >> 6) & _F32_CODE_MASK
+    c5 = ((words << 8) >> 6) & _F32_CODE_MASK
+    c6 = ((words << 4) >> 6) & _F32_CODE_MASK
+    c7 = (words >> 6) & _F32_CODE_MASK
+    # (BN, BK/8, 2, 2, 2) indexed by the bits (a, b, c) of q = 4a + 2b + c: in element order
+    codes = tl.join(
+        tl.join(tl.join(c0, c4), tl.join(c2, c6)), tl.join(tl.join(c1, c5), tl.join(c3, c7))
+    )
+    values = codes.reshape(BN, BK // 32, 32).to(tl.float32, bitcast=True)
+    if SMALL_SCALES:
+        scale = ((scales.to(tl.int32) + 126) << 23).to(tl.float32, bitcast=True)
+    else:
+        values = values * _CODE_UNSCALE
+        scale = (scales.to(tl.int32) << 23).to(tl.float32, bitcast=True)
+    return (values * scale[:, :, None]).reshape(BN, BK)
+
+
+@triton.jit
 def _fp4_group_dot(x_even, x_odd, packed):
     """``x (M, 32) @ w (N, 32)ᵀ`` for one MXFP4 scale group, **without** its scale,
     times ``2^-14``, in float32. ``x_even``/``x_odd`` are the even/odd columns of x
@@ -497,31 +539,40 @@ def _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES: tl.constexpr):
 
 @triton.jit
 def _dequant_kernel(
-    Blocks, Scales, Out, R, C, BR: tl.constexpr, BC: tl.constexpr, F32_CODES: tl.constexpr
-):
+    Blocks, Scales, Out, R, C,
+    BR: tl.constexpr, BC: tl.constexpr, F32_CODES: tl.constexpr, WORDS: tl.constexpr,
+    SMALL_SCALES: tl.constexpr,
+):  # fmt: skip
     rows = tl.program_id(0) * BR + tl.arange(0, BR)
-    cb = tl.program_id(1) * (BC // 2) + tl.arange(0, BC // 2)
     cs = tl.program_id(1) * (BC // 32) + tl.arange(0, BC // 32)
-    packed = tl.load(Blocks + rows[:, None] * (C // 2) + cb[None, :], mask=(rows < R)[:, None])
-    scales = tl.load(Scales + rows[:, None] * (C // 32) + cs[None, :], mask=(rows < R)[:, None])
+    ok = (rows < R)[:, None]
+    scales = tl.load(Scales + rows[:, None] * (C // 32) + cs[None, :], mask=ok)
+    if WORDS:
+        cw = tl.program_id(1) * (BC // 8) + tl.arange(0, BC // 8)
+        words = tl.load(
+            Blocks.to(tl.pointer_type(tl.int32)) + rows[:, None] * (C // 8) + cw[None, :], mask=ok
+        )
+        values = _mxfp4_words_tile(words, scales, BR, BC, SMALL_SCALES)
+    else:
+        cb = tl.program_id(1) * (BC // 2) + tl.arange(0, BC // 2)
+        packed = tl.load(Blocks + rows[:, None] * (C // 2) + cb[None, :], mask=ok)
+        values = _mxfp4_tile(packed, scales, BR, BC, F32_CODES)
     cols = tl.program_id(1) * BC + tl.arange(0, BC)
-    tl.store(
-        Out + rows[:, None] * C + cols[None, :],
-        _mxfp4_tile(packed, scales, BR, BC, F32_CODES),
-        mask=(rows < R)[:, None],
-    )
+    tl.store(Out + rows[:, None] * C + cols[None, :], values, mask=ok)
 
 
-def dequantize(w: MXFP4Weight, f32_codes: bool = False) -> torch.Tensor:
+def dequantize(w: MXFP4Weight, f32_codes: bool = False, words: bool = False) -> torch.Tensor:
     """The float32 matrix ``(..., rows, cols)`` of an MXFP4 weight (for tests and tools);
-    ``f32_codes`` picks the decoding of :func:`_mxfp4_tile`."""
+    ``f32_codes``/``words`` pick the decoding the tile kernels use (:func:`_mxfp4_tile`,
+    :func:`_mxfp4_words_tile`, the latter with ``w.small_scales``)."""
     *lead, rows, groups, _ = w.blocks.shape
     R, C = int(np.prod(lead, dtype=np.int64)) * rows, groups * 32
     out = torch.empty((R, C), device=w.blocks.device, dtype=torch.float32)
     BC = 32 if C % 64 else 64
     _dequant_kernel[(triton.cdiv(R, 16), C // BC)](
-        w.blocks.contiguous(), w.scales.contiguous(), out, R, C, BR=16, BC=BC, F32_CODES=f32_codes
-    )
+        w.blocks.contiguous(), w.scales.contiguous(), out, R, C,
+        BR=16, BC=BC, F32_CODES=f32_codes, WORDS=words, SMALL_SCALES=words and w.small_scales,
+    )  # fmt: skip
     return out.view(*lead, rows, C)
 
 
@@ -575,10 +626,27 @@ def _load_weight_tile(
     BN: tl.constexpr,
     BK: tl.constexpr,
     F32_CODES: tl.constexpr,
+    WORDS: tl.constexpr = False,
+    SMALL_SCALES: tl.constexpr = False,
+    UNMASKED: tl.constexpr = False,
 ):
     """Rows ``w_rows (BN,)`` of expert ``e``'s weight, columns ``k0 .. k0+BK`` -> float32 or
-    the stored dtype ``(BN, BK)``."""
-    if MXFP4:
+    the stored dtype ``(BN, BK)``. ``WORDS``: MXFP4 codes read as int32 words and decoded
+    by :func:`_mxfp4_words_tile`. ``UNMASKED``: the tile lies inside the matrix (no masks)."""
+    if MXFP4 and WORDS:
+        rows = (W + e * stride_we + w_rows[:, None] * stride_wr).to(tl.pointer_type(tl.int32))
+        kw = k0 // 8 + tl.arange(0, BK // 8)
+        ks = k0 // 32 + tl.arange(0, BK // 32)
+        s_ptrs = S + e * stride_se + w_rows[:, None] * stride_sr + ks[None, :]
+        if UNMASKED:
+            words = tl.load(rows + kw[None, :])
+            scales = tl.load(s_ptrs)
+        else:
+            w_ok = row_ok[:, None] & (kw < KDIM // 8)[None, :]
+            words = tl.load(rows + kw[None, :], mask=w_ok, other=0)
+            scales = tl.load(s_ptrs, mask=row_ok[:, None] & (ks < KDIM // 32)[None, :], other=0)
+        return _mxfp4_words_tile(words, scales, BN, BK, SMALL_SCALES)
+    elif MXFP4:
         packed, scales = _load_mxfp4_packed(
             W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM, BK
         )
@@ -612,6 +680,9 @@ def _weight_tile_dot(
     BN: tl.constexpr,
     BK: tl.constexpr,
     F32_CODES: tl.constexpr,
+    WORDS: tl.constexpr,
+    SMALL_SCALES: tl.constexpr,
+    UNMASKED: tl.constexpr,
     SWAP_AB: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -621,7 +692,7 @@ def _weight_tile_dot(
     untouched."""
     w = _load_weight_tile(
         W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM,
-        MXFP4, BN, BK, F32_CODES,
+        MXFP4, BN, BK, F32_CODES, WORDS, SMALL_SCALES, UNMASKED,
     )  # fmt: skip
     if SWAP_AB:
         acc_t = tl.dot(w.to(x.dtype), tl.trans(x), acc_t, input_precision=DOT_PRECISION)
@@ -655,6 +726,9 @@ def _moe_mlp1_kernel(
     MXFP4: tl.constexpr,
     FP16_GROUPS: tl.constexpr,
     F32_CODES: tl.constexpr,
+    WORDS: tl.constexpr,
+    SMALL_SCALES: tl.constexpr,
+    EVEN: tl.constexpr,
     SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -672,6 +746,8 @@ def _moe_mlp1_kernel(
     pair = tl.load(SortedPairs + rows)
     row_ok = pair < NK
     token = (pair // TOPK).to(tl.int64)
+    if EVEN:  # padding rows read token 0 (their results are never stored): no masks
+        token = tl.where(row_ok, token, 0)
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # activation columns
     j_ok = j < I
     kk = tl.arange(0, BLOCK_K)
@@ -696,20 +772,22 @@ def _moe_mlp1_kernel(
         glu_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)  # SWAP_AB: accumulators transposed
         lin_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
         for k0 in range(0, H, BLOCK_K):
-            x = tl.load(
-                X + token[:, None] * stride_x + (k0 + kk)[None, :],
-                mask=row_ok[:, None] & ((k0 + kk) < H)[None, :],
-                other=0.0,
-            )  # (BLOCK_M, BLOCK_K)
+            x_ptrs = X + token[:, None] * stride_x + (k0 + kk)[None, :]
+            if EVEN:
+                x = tl.load(x_ptrs)  # (BLOCK_M, BLOCK_K)
+            else:
+                x = tl.load(x_ptrs, mask=row_ok[:, None] & ((k0 + kk) < H)[None, :], other=0.0)
             acc_glu, glu_t = _weight_tile_dot(
                 x, acc_glu, glu_t, W, S, e, 2 * j, j_ok, k0,
                 stride_we, stride_wr, stride_se, stride_sr, H,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, DOT_PRECISION,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
+                DOT_PRECISION,
             )  # fmt: skip
             acc_lin, lin_t = _weight_tile_dot(
                 x, acc_lin, lin_t, W, S, e, 2 * j + 1, j_ok, k0,
                 stride_we, stride_wr, stride_se, stride_sr, H,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, DOT_PRECISION,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
+                DOT_PRECISION,
             )  # fmt: skip
         if SWAP_AB:
             acc_glu, acc_lin = tl.trans(glu_t), tl.trans(lin_t)
@@ -751,6 +829,9 @@ def _moe_mlp2_kernel(
     MXFP4: tl.constexpr,
     FP16_GROUPS: tl.constexpr,
     F32_CODES: tl.constexpr,
+    WORDS: tl.constexpr,
+    SMALL_SCALES: tl.constexpr,
+    EVEN: tl.constexpr,
     SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -786,15 +867,16 @@ def _moe_mlp2_kernel(
     else:
         acc_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)  # SWAP_AB: accumulator transposed
         for k0 in range(0, I, BLOCK_K):
-            a = tl.load(
-                Act + rows[:, None].to(tl.int64) * stride_act + (k0 + kk)[None, :],
-                mask=row_ok[:, None] & ((k0 + kk) < I)[None, :],
-                other=0.0,
-            )
+            a_ptrs = Act + rows[:, None].to(tl.int64) * stride_act + (k0 + kk)[None, :]
+            if EVEN:  # padding rows of act exist (never stored, never read back): no masks
+                a = tl.load(a_ptrs)
+            else:
+                a = tl.load(a_ptrs, mask=row_ok[:, None] & ((k0 + kk) < I)[None, :], other=0.0)
             acc, acc_t = _weight_tile_dot(
                 a, acc, acc_t, W, S, e, n, n_ok, k0,
                 stride_we, stride_wr, stride_se, stride_sr, I,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, SWAP_AB, DOT_PRECISION,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
+                DOT_PRECISION,
             )  # fmt: skip
         if SWAP_AB:
             acc = tl.trans(acc_t)
@@ -987,6 +1069,8 @@ class ExpertConfig(NamedTuple):
     :func:`_fp4_gemv_group`). ``swap_ab``: the tile kernels multiply ``w @ xᵀ`` so the
     weights decoded in registers are the matrix instruction's register operand (no trip
     through shared memory); the accumulator is transposed once at the end.
+    ``words``: the tile kernels read MXFP4 codes as int32 words and decode them with
+    :func:`_mxfp4_words_tile` (``f32_codes`` then does not apply to them).
     """
 
     block_m: int
@@ -1000,6 +1084,7 @@ class ExpertConfig(NamedTuple):
     gemv: bool = False
     f32_codes: bool = False
     swap_ab: bool = False
+    words: bool = False
 
 
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
@@ -1072,6 +1157,9 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
         MXFP4=mx,
         FP16_GROUPS=mx and cfg.fp16_groups and x.dtype != torch.float32,
         F32_CODES=cfg.f32_codes,
+        WORDS=cfg.words,
+        SMALL_SCALES=mx and w1.small_scales,
+        EVEN=H % cfg.block_k1 == 0 and I % cfg.block_n1 == 0,
         SWAP_AB=cfg.swap_ab,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n1,
@@ -1112,6 +1200,9 @@ def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: 
         MXFP4=mx,
         FP16_GROUPS=mx and cfg.fp16_groups and act.dtype != torch.float32,
         F32_CODES=cfg.f32_codes,
+        WORDS=cfg.words,
+        SMALL_SCALES=mx and w2.small_scales,
+        EVEN=I % cfg.block_k2 == 0 and H % cfg.block_n2 == 0,
         SWAP_AB=cfg.swap_ab,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n2,
