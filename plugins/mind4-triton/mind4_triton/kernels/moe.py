@@ -195,7 +195,8 @@ def gate_route(
         indices = torch.empty((N, k), device=x.device, dtype=torch.int32)
     if weights is None:
         weights = torch.empty((N, k), device=x.device, dtype=torch.float32)
-    BLOCK_R = 16 if N <= 16 else 64
+    # enough programs to fill the GPU: at N = 2048, 64-row tiles gave 32 programs (18 µs)
+    BLOCK_R = 16 if N <= 4096 else 64
     _gate_route_kernel[(triton.cdiv(N, BLOCK_R),)](
         x,
         gate_weight,
