@@ -135,36 +135,46 @@ class Context:
         )
         self.handle = ffi.gc(out[0], lib.mind4_context_release)
         self.model = model
+        # reused by every call: a decode step allocates nothing on the Python side
+        self._count = ffi.new("size_t*")
+        self._one = ffi.new("uint32_t[1]")
 
     def num_processed(self) -> int:
-        n = ffi.new("size_t*")
-        check(lib.mind4_context_get_num_processed(self.handle, n), "num_processed")
-        return int(n[0])
+        check(lib.mind4_context_get_num_processed(self.handle, self._count), "num_processed")
+        return int(self._count[0])
 
     def run(self, tokens: np.ndarray, offset: int, out: np.ndarray, last_only: bool) -> None:
-        """Keep the first ``offset`` cached tokens, process ``tokens``, write logits into ``out``."""
+        """Keep the first ``offset`` cached tokens, process ``tokens``, write logits into ``out``.
+
+        Error sentences are formatted only on failure: decode calls this once
+        per token and its Python time is part of every token's latency."""
         processed = self.num_processed()
         if offset > processed:
             raise MetalInputError(
                 f"offset {offset} is past the {processed} tokens this cache row holds; "
                 "a forward pass must continue at or before the cached length"
             )
-        check(lib.mind4_context_truncate(self.handle, offset), "truncating the cache")
-        ids = np.ascontiguousarray(tokens, dtype=np.uint32)
-        check(
-            lib.mind4_context_append_tokens(
-                self.handle, ffi.from_buffer("uint32_t[]", ids), ids.size
-            ),
-            f"appending {ids.size} tokens at offset {offset}",
-        )
+        status = lib.mind4_context_truncate(self.handle, offset)
+        if status:
+            check(status, "truncating the cache")
+        if tokens.size == 1:  # decode: no array conversion; ids wrap to uint32 as astype does
+            self._one[0] = int(tokens[0]) & 0xFFFFFFFF
+            ids, n = self._one, 1
+        else:
+            array = np.ascontiguousarray(tokens, dtype=np.uint32)
+            ids, n = ffi.from_buffer("uint32_t[]", array), array.size
+        status = lib.mind4_context_append_tokens(self.handle, ids, n)
+        if status:
+            check(status, f"appending {n} tokens at offset {offset}")
         if last_only:
-            check(lib.mind4_context_process(self.handle), "forward pass")
-            check(
-                lib.mind4_context_get_logits(
-                    self.handle, ffi.from_buffer("float[]", out), out.size
-                ),
-                "reading logits",
+            status = lib.mind4_context_process(self.handle)
+            if status:
+                check(status, "forward pass")
+            status = lib.mind4_context_get_logits(
+                self.handle, ffi.from_buffer("float[]", out), out.size
             )
+            if status:
+                check(status, "reading logits")
         else:
             rows = ffi.new("size_t*")
             check(
@@ -229,11 +239,14 @@ class MetalRuntime:
             )
         B, T = tokens.shape
         V = self.model.vocab_size
-        offsets = np.broadcast_to(np.asarray(offset, dtype=np.int64), (B,))
-        if (offsets < 0).any():
-            raise MetalInputError(f"offsets must be >= 0, got {offsets.tolist()}")
+        if isinstance(offset, (int, np.integer)):  # one offset for every row (decode)
+            offsets = [int(offset)] * B
+        else:
+            offsets = np.broadcast_to(np.asarray(offset, dtype=np.int64), (B,)).tolist()
+        if offsets and min(offsets) < 0:
+            raise MetalInputError(f"offsets must be >= 0, got {offsets}")
         if cache is None:
-            if offsets.any():
+            if any(offsets):
                 raise MetalInputError("without a cache the forward pass starts at offset 0")
             rows = [Context(self.model, T) for _ in range(B)]
         else:
@@ -242,10 +255,12 @@ class MetalRuntime:
             rows = cache.rows
         out = np.empty((B, V) if last_only else (B, T, V), dtype=np.float32)
         for b in range(B):
-            rows[b].run(tokens[b], int(offsets[b]), out[b], last_only)
+            rows[b].run(tokens[b], offsets[b], out[b], last_only)
         return out
 
     def to_numpy(self, x: Any) -> np.ndarray:
+        if type(x) is np.ndarray and x.dtype == np.float32:  # forward's own output
+            return x
         array = np.asarray(x)
         return (
             array.astype(np.float32, copy=False)
