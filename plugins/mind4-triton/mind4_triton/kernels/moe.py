@@ -212,7 +212,7 @@ def gate_route(
         BLOCK_R=BLOCK_R,
         BLOCK_E=max(16, triton.next_power_of_2(E)),
         BLOCK_K=triton.next_power_of_2(k),
-        BLOCK_H=64,
+        BLOCK_H=256,  # each program walks H: few long steps (64-wide: 45 steps, 18 µs)
         DOT_PRECISION=dot_precision(x.dtype),
         num_warps=4,
     )
@@ -1094,7 +1094,7 @@ TUNED = {
     "gemv": ExpertConfig(1, 4, 256, 4, 256, num_warps=1, num_stages=3, gemv=True, f32_codes=True),
     "decode": ExpertConfig(16, 32, 32, 64, 32, num_warps=4, num_stages=3, fp16_groups=True),
     "prefill": ExpertConfig(
-        128, 64, 64, 64, 64, num_warps=4, num_stages=3, f32_codes=True, swap_ab=True
+        64, 64, 64, 64, 64, num_warps=4, num_stages=3, words=True, swap_ab=True
     ),
 }
 
