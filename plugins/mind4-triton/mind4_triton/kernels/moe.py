@@ -578,90 +578,6 @@ def dequantize(w: MXFP4Weight, f32_codes: bool = False, words: bool = False) -> 
 
 
 @triton.jit
-def _load_mxfp4_packed(
-    W,
-    S,
-    e,
-    w_rows,
-    row_ok,
-    k0,
-    stride_we,
-    stride_wr,
-    stride_se,
-    stride_sr,
-    KDIM,
-    BK: tl.constexpr,
-):
-    """Rows ``w_rows (BN,)`` of MXFP4 expert ``e``'s weight, columns ``k0 .. k0+BK``, still
-    packed: codes ``uint8 (BN, BK/2)`` (low nibble the even column) and E8M0 scales
-    ``uint8 (BN, BK/32)`` (zeros outside the matrix)."""
-    kb = k0 // 2 + tl.arange(0, BK // 2)
-    ks = k0 // 32 + tl.arange(0, BK // 32)
-    packed = tl.load(
-        W + e * stride_we + w_rows[:, None] * stride_wr + kb[None, :],
-        mask=row_ok[:, None] & (kb < KDIM // 2)[None, :],
-        other=0,
-    )
-    scales = tl.load(
-        S + e * stride_se + w_rows[:, None] * stride_sr + ks[None, :],
-        mask=row_ok[:, None] & (ks < KDIM // 32)[None, :],
-        other=0,
-    )
-    return packed, scales
-
-
-@triton.jit
-def _load_weight_tile(
-    W,
-    S,
-    e,
-    w_rows,
-    row_ok,
-    k0,
-    stride_we,
-    stride_wr,
-    stride_se,
-    stride_sr,
-    KDIM,
-    MXFP4: tl.constexpr,
-    BN: tl.constexpr,
-    BK: tl.constexpr,
-    F32_CODES: tl.constexpr,
-    WORDS: tl.constexpr = False,
-    SMALL_SCALES: tl.constexpr = False,
-    UNMASKED: tl.constexpr = False,
-):
-    """Rows ``w_rows (BN,)`` of expert ``e``'s weight, columns ``k0 .. k0+BK`` -> float32 or
-    the stored dtype ``(BN, BK)``. ``WORDS``: MXFP4 codes read as int32 words and decoded
-    by :func:`_mxfp4_words_tile`. ``UNMASKED``: the tile lies inside the matrix (no masks)."""
-    if MXFP4 and WORDS:
-        rows = (W + e * stride_we + w_rows[:, None] * stride_wr).to(tl.pointer_type(tl.int32))
-        kw = k0 // 8 + tl.arange(0, BK // 8)
-        ks = k0 // 32 + tl.arange(0, BK // 32)
-        s_ptrs = S + e * stride_se + w_rows[:, None] * stride_sr + ks[None, :]
-        if UNMASKED:
-            words = tl.load(rows + kw[None, :])
-            scales = tl.load(s_ptrs)
-        else:
-            w_ok = row_ok[:, None] & (kw < KDIM // 8)[None, :]
-            words = tl.load(rows + kw[None, :], mask=w_ok, other=0)
-            scales = tl.load(s_ptrs, mask=row_ok[:, None] & (ks < KDIM // 32)[None, :], other=0)
-        return _mxfp4_words_tile(words, scales, BN, BK, SMALL_SCALES)
-    elif MXFP4:
-        packed, scales = _load_mxfp4_packed(
-            W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM, BK
-        )
-        return _mxfp4_tile(packed, scales, BN, BK, F32_CODES)
-    else:
-        kk = k0 + tl.arange(0, BK)
-        return tl.load(
-            W + e * stride_we + w_rows[:, None] * stride_wr + kk[None, :],
-            mask=row_ok[:, None] & (kk < KDIM)[None, :],
-            other=0.0,
-        )
-
-
-@triton.jit
 def _weight_tile_dot(
     x,
     acc,
@@ -690,11 +606,35 @@ def _weight_tile_dot(
     """One K step of a tile kernel: ``acc (BM, BN) += x (BM, BK) @ w[w_rows, k0:k0+BK]ᵀ``,
     or with ``SWAP_AB`` the transposed ``acc_t (BN, BM) += w @ xᵀ`` (so that the weights
     are the matrix instruction's register operand). Returns ``(acc, acc_t)``, one of them
-    untouched."""
-    w = _load_weight_tile(
-        W, S, e, w_rows, row_ok, k0, stride_we, stride_wr, stride_se, stride_sr, KDIM,
-        MXFP4, BN, BK, F32_CODES, WORDS, SMALL_SCALES, UNMASKED,
-    )  # fmt: skip
+    untouched.
+
+    The weight tile of expert ``e`` is dense (the stored dtype) or MXFP4, decoded to
+    float32 in registers: from int32 words (``WORDS``, :func:`_mxfp4_words_tile`) or bytes
+    (:func:`_mxfp4_tile`). ``UNMASKED``: the tile lies inside the matrix (no masks)."""
+    w_row_ptrs = W + e * stride_we + w_rows[:, None] * stride_wr
+    ks = k0 // 32 + tl.arange(0, BK // 32)
+    s_ptrs = S + e * stride_se + w_rows[:, None] * stride_sr + ks[None, :]
+    s_ok = row_ok[:, None] & (ks < KDIM // 32)[None, :]
+    if MXFP4 and WORDS:
+        w_ptrs = w_row_ptrs.to(tl.pointer_type(tl.int32)) + (k0 // 8 + tl.arange(0, BK // 8))
+        if UNMASKED:
+            words, scales = tl.load(w_ptrs), tl.load(s_ptrs)
+        else:
+            kw = k0 // 8 + tl.arange(0, BK // 8)
+            words = tl.load(w_ptrs, mask=row_ok[:, None] & (kw < KDIM // 8)[None, :], other=0)
+            scales = tl.load(s_ptrs, mask=s_ok, other=0)
+        w = _mxfp4_words_tile(words, scales, BN, BK, SMALL_SCALES)
+    elif MXFP4:
+        kb = k0 // 2 + tl.arange(0, BK // 2)
+        packed = tl.load(
+            w_row_ptrs + kb[None, :], mask=row_ok[:, None] & (kb < KDIM // 2)[None, :], other=0
+        )
+        w = _mxfp4_tile(packed, tl.load(s_ptrs, mask=s_ok, other=0), BN, BK, F32_CODES)
+    else:
+        kk = k0 + tl.arange(0, BK)
+        w = tl.load(
+            w_row_ptrs + kk[None, :], mask=row_ok[:, None] & (kk < KDIM)[None, :], other=0.0
+        )
     if SWAP_AB:
         acc_t = tl.dot(w.to(x.dtype), tl.trans(x), acc_t, input_precision=DOT_PRECISION)
     else:
