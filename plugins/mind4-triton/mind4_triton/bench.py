@@ -168,15 +168,15 @@ def bench_kernels(
         for N in (1, 8):
             moe_case(N, c, "decode")
     prefill_configs = [
-        EC(128, 64, 64, 64, 64, 4, 3, f32_codes=True, swap_ab=True),  # run 13's choice
-        # codes decoded straight from int32 words, folded scales, unmasked even tiles
+        EC(64, 64, 64, 64, 64, 4, 3, words=True, swap_ab=True),  # run 16's choice
+        # glu and linear rows as one tile (one matrix product per K step)
         *(
-            EC(*tiles, words=True, swap_ab=swap)
+            EC(*tiles, words=True, swap_ab=swap, fused_glu=True)
             for *tiles, swap in [
-                (64, 64, 64, 64, 64, 4, 3, True), (64, 64, 64, 64, 64, 4, 4, True),
-                (64, 64, 64, 64, 64, 4, 5, True), (64, 128, 64, 128, 64, 8, 3, True),
-                (64, 128, 64, 64, 64, 8, 4, True), (64, 64, 64, 64, 64, 4, 2, True),
-                (128, 64, 64, 64, 64, 4, 3, True), (128, 64, 64, 64, 64, 4, 3, False),
+                (128, 32, 64, 64, 64, 4, 3, True), (128, 32, 64, 64, 64, 4, 4, True),
+                (64, 32, 64, 64, 64, 4, 3, True), (64, 64, 64, 64, 64, 4, 3, True),
+                (128, 64, 64, 128, 64, 8, 3, False), (64, 64, 64, 64, 64, 4, 3, False),
+                (128, 32, 128, 64, 128, 4, 3, True),
             ]
         ),
     ]  # fmt: skip

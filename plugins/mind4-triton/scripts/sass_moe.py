@@ -51,6 +51,7 @@ def compile_kernel(kernel, types: dict, cfg: moe.ExpertConfig, block_n: int, blo
     constants = dict(
         MXFP4=True, FP16_GROUPS=False, F32_CODES=cfg.f32_codes, WORDS=cfg.words,
         SMALL_SCALES=True, EVEN=True, SWAP_AB=cfg.swap_ab, BLOCK_M=cfg.block_m,
+        **({"FUSED": cfg.fused_glu} if "FUSED" in kernel.arg_names else {}),
         BLOCK_N=block_n, BLOCK_K=block_k, DOT_PRECISION="tf32",
     )  # fmt: skip
     if "TOPK" in kernel.arg_names:

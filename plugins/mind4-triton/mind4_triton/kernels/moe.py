@@ -670,6 +670,7 @@ def _moe_mlp1_kernel(
     WORDS: tl.constexpr,
     SMALL_SCALES: tl.constexpr,
     EVEN: tl.constexpr,
+    FUSED: tl.constexpr,
     SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -712,25 +713,41 @@ def _moe_mlp1_kernel(
     else:
         glu_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)  # SWAP_AB: accumulators transposed
         lin_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
+        # FUSED: glu and linear rows (2j, 2j+1: adjacent in the weight) as one tile of 2·BN
+        jj = pid_n * 2 * BLOCK_N + tl.arange(0, 2 * BLOCK_N)
+        acc2 = tl.zeros((BLOCK_M, 2 * BLOCK_N), tl.float32)
+        acc2_t = tl.zeros((2 * BLOCK_N, BLOCK_M), tl.float32)
         for k0 in range(0, H, BLOCK_K):
             x_ptrs = X + token[:, None] * stride_x + (k0 + kk)[None, :]
             if EVEN:
                 x = tl.load(x_ptrs)  # (BLOCK_M, BLOCK_K)
             else:
                 x = tl.load(x_ptrs, mask=row_ok[:, None] & ((k0 + kk) < H)[None, :], other=0.0)
-            acc_glu, glu_t = _weight_tile_dot(
-                x, acc_glu, glu_t, W, S, e, 2 * j, j_ok, k0,
-                stride_we, stride_wr, stride_se, stride_sr, H,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
-                DOT_PRECISION,
-            )  # fmt: skip
-            acc_lin, lin_t = _weight_tile_dot(
-                x, acc_lin, lin_t, W, S, e, 2 * j + 1, j_ok, k0,
-                stride_we, stride_wr, stride_se, stride_sr, H,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
-                DOT_PRECISION,
-            )  # fmt: skip
-        if SWAP_AB:
+            if FUSED:
+                acc2, acc2_t = _weight_tile_dot(
+                    x, acc2, acc2_t, W, S, e, jj, jj < 2 * I, k0,
+                    stride_we, stride_wr, stride_se, stride_sr, H,
+                    MXFP4, 2 * BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
+                    DOT_PRECISION,
+                )  # fmt: skip
+            if not FUSED:
+                acc_glu, glu_t = _weight_tile_dot(
+                    x, acc_glu, glu_t, W, S, e, 2 * j, j_ok, k0,
+                    stride_we, stride_wr, stride_se, stride_sr, H,
+                    MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
+                    DOT_PRECISION,
+                )  # fmt: skip
+                acc_lin, lin_t = _weight_tile_dot(
+                    x, acc_lin, lin_t, W, S, e, 2 * j + 1, j_ok, k0,
+                    stride_we, stride_wr, stride_se, stride_sr, H,
+                    MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
+                    DOT_PRECISION,
+                )  # fmt: skip
+        if FUSED:
+            if SWAP_AB:
+                acc2 = tl.trans(acc2_t)
+            acc_glu, acc_lin = tl.split(acc2.reshape(BLOCK_M, BLOCK_N, 2))
+        elif SWAP_AB:
             acc_glu, acc_lin = tl.trans(glu_t), tl.trans(lin_t)
 
     bias = Bias + e * stride_be
@@ -1012,6 +1029,9 @@ class ExpertConfig(NamedTuple):
     through shared memory); the accumulator is transposed once at the end.
     ``words``: the tile kernels read MXFP4 codes as int32 words and decode them with
     :func:`_mxfp4_words_tile` (``f32_codes`` then does not apply to them).
+    ``fused_glu``: mlp1 multiplies the glu and linear rows of a column tile (``2j``,
+    ``2j+1``: adjacent in the weight) as one tile of ``2·block_n1`` rows, one matrix
+    product per K step, and splits them in the epilogue.
     """
 
     block_m: int
@@ -1026,6 +1046,7 @@ class ExpertConfig(NamedTuple):
     f32_codes: bool = False
     swap_ab: bool = False
     words: bool = False
+    fused_glu: bool = False
 
 
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
@@ -1101,6 +1122,7 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
         WORDS=cfg.words,
         SMALL_SCALES=mx and w1.small_scales,
         EVEN=H % cfg.block_k1 == 0 and I % cfg.block_n1 == 0,
+        FUSED=cfg.fused_glu,
         SWAP_AB=cfg.swap_ab,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n1,
