@@ -1055,7 +1055,7 @@ TUNED = {
     "gemv": ExpertConfig(1, 4, 256, 4, 256, num_warps=1, num_stages=3, gemv=True, f32_codes=True),
     "decode": ExpertConfig(16, 32, 32, 64, 32, num_warps=4, num_stages=3, fp16_groups=True),
     "prefill": ExpertConfig(
-        64, 64, 64, 64, 64, num_warps=4, num_stages=3, words=True, swap_ab=True
+        64, 64, 64, 64, 64, num_warps=4, num_stages=3, words=True, fused_glu=True
     ),
 }
 
