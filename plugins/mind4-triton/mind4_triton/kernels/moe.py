@@ -730,7 +730,7 @@ def _moe_mlp1_kernel(
                     MXFP4, 2 * BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
                     DOT_PRECISION,
                 )  # fmt: skip
-            if not FUSED:
+            else:
                 acc_glu, glu_t = _weight_tile_dot(
                     x, acc_glu, glu_t, W, S, e, 2 * j, j_ok, k0,
                     stride_we, stride_wr, stride_se, stride_sr, H,
