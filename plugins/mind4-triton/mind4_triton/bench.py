@@ -94,8 +94,8 @@ def bench_kernels(
     cfg: ModelConfig, limits: dict, device: str = "cuda", which: str = "all"
 ) -> list[dict]:
     """Time the kernels alone at the model's shapes; the fastest correct variant of each
-    kind becomes the runtime's configuration for this process. ``which="prefill"``: the
-    prefill MoE variants only."""
+    kind becomes the runtime's configuration for this process. ``which="prefill"`` or
+    ``"decode"``: those MoE variants only."""
     rows: list[dict] = []
     dev, bf16 = device, torch.bfloat16
     H, I, E, k = cfg.hidden_size, cfg.intermediate_size, cfg.num_experts, cfg.experts_per_token
@@ -163,8 +163,14 @@ def bench_kernels(
         EC(1, 8, 512, 8, 512, 2, 2, gemv=True),  # v3: GEMV, fp16 codes
         EC(1, 4, 256, 4, 256, 1, 3, gemv=True, f32_codes=True),  # v4-v6: float32 codes
         EC(1, 4, 256, 8, 256, 1, 3, gemv=True, f32_codes=True),
+        # codes straight from int32 words (session 3)
+        EC(1, 4, 256, 4, 256, 1, 3, gemv=True, words=True),
+        EC(1, 4, 256, 8, 256, 1, 3, gemv=True, words=True),
+        EC(1, 4, 512, 4, 512, 1, 3, gemv=True, words=True),
+        EC(1, 8, 256, 8, 256, 2, 3, gemv=True, words=True),
+        EC(1, 2, 256, 4, 256, 1, 4, gemv=True, words=True),
     ]
-    for c in decode_configs if which == "all" else ():
+    for c in decode_configs if which in ("all", "decode") else ():
         for N in (1, 8):
             moe_case(N, c, "decode")
     prefill_configs = [
@@ -180,7 +186,7 @@ def bench_kernels(
             ]
         ),
     ]  # fmt: skip
-    for c in prefill_configs:
+    for c in prefill_configs if which in ("all", "prefill") else ():
         moe_case(2048, c, "prefill")
 
     # the fastest of each kind becomes the runtime's configuration for this run
@@ -195,12 +201,13 @@ def bench_kernels(
         ]
         return min(cands, key=lambda r: r["ms"])
 
-    if which == "all":
+    if which in ("all", "decode"):
         moe_kernels.TUNED["gemv"] = EC(**best("moe decode", 1, gemv=True)["config"])
         if not best("moe decode", 1)["config"]["gemv"]:  # the tile kernels win even at batch 1
             moe_kernels.GEMV_MAX_PAIRS = 0
         moe_kernels.TUNED["decode"] = EC(**best("moe decode", 8, gemv=False)["config"])
-    moe_kernels.TUNED["prefill"] = EC(**best("moe prefill", 2048)["config"])
+    if which in ("all", "prefill"):
+        moe_kernels.TUNED["prefill"] = EC(**best("moe prefill", 2048)["config"])
     rows.append(
         {
             "kernel": "chosen",
@@ -211,7 +218,7 @@ def bench_kernels(
         }
     )
 
-    if which == "prefill":
+    if which != "all":
         return rows
 
     # attention: decode over a long context, prefill 2048
@@ -508,8 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         "--kernels",
         nargs="?",
         const="all",
-        choices=["all", "prefill"],
-        help="time the kernels alone too (all, or the prefill MoE variants only)",
+        choices=["all", "prefill", "decode"],
+        help="time the kernels alone too (all, or the prefill or decode MoE variants only)",
     )
     parser.add_argument(
         "--torch", action="store_true", help="the torch backend on the same weights"

@@ -110,6 +110,8 @@ def expert_weights(E, H, I, mxfp4, dtype, device, seed):
         (3, moe.ExpertConfig(1, 32, 32, 16, 32, gemv=True)),  # dense weights fall back
         (2, moe.ExpertConfig(1, 16, 64, 32, 64, gemv=True, f32_codes=True)),  # float32 codes
         (1, moe.ExpertConfig(1, 128, 32, 64, 32, gemv=True, f32_codes=True)),  # partial row tiles
+        (2, moe.ExpertConfig(1, 16, 64, 32, 64, gemv=True, words=True)),  # GEMV from int32 words
+        (1, moe.ExpertConfig(1, 128, 32, 64, 32, gemv=True, words=True)),
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True)),
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, f32_codes=True, swap_ab=True)),
         (19, moe.ExpertConfig(16, 32, 64, 32, 64, words=True)),  # int32 words, folded scale

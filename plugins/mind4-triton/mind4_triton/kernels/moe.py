@@ -539,6 +539,33 @@ def _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES: tl.constexpr):
 
 
 @triton.jit
+def _fp4_gemv_words(words, scales, x8):
+    """:func:`_fp4_gemv_group` from int32 words: ``words (BN, G, 4)`` (each the eight codes
+    of four packed bytes, element 0 in bits 0..3, decoded as in :func:`_mxfp4_words_tile`),
+    ``scales (BN, G)``, ``x8 (G, 4, 8)`` the K tile of x times ``2^64`` -> float32 ``(BN,)``.
+    Code ``q = 4a + 2b + c`` of word ``w`` multiplies ``x8[g, w, q]``: three splits of x's
+    last axis give the eight ``(G, 4)`` planes in the order the codes come out."""
+    xa = x8.reshape(x8.shape[0], 4, 2, 2, 2)
+    x_c0, x_c1 = tl.split(xa)  # (G, 4, 2[a], 2[b]) for c = 0, 1
+    x_b0c0, x_b1c0 = tl.split(x_c0)
+    x_b0c1, x_b1c1 = tl.split(x_c1)
+    x0, x4 = tl.split(x_b0c0)
+    x2, x6 = tl.split(x_b1c0)
+    x1, x5 = tl.split(x_b0c1)
+    x3, x7 = tl.split(x_b1c1)
+    prod = ((words << 28) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x0[None]
+    prod += ((words << 24) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x1[None]
+    prod += ((words << 20) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x2[None]
+    prod += ((words << 16) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x3[None]
+    prod += ((words << 12) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x4[None]
+    prod += ((words << 8) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x5[None]
+    prod += ((words << 4) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x6[None]
+    prod += (words >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x7[None]
+    per_group = tl.sum(prod, axis=2) * _GROUP_UNSCALE  # (BN, G)
+    return tl.sum(per_group * _group_scale(scales), axis=1)
+
+
+@triton.jit
 def _dequant_kernel(
     Blocks, Scales, Out, R, C,
     BR: tl.constexpr, BC: tl.constexpr, F32_CODES: tl.constexpr, WORDS: tl.constexpr,
@@ -849,9 +876,22 @@ def _moe_mlp2_kernel(
 
 
 @triton.jit
-def _gemv_x(x_ptr, k0, K, g, byte, MASK_K: tl.constexpr, F32_CODES: tl.constexpr):
+def _gemv_x(
+    x_ptr, k0, K, g, byte, MASK_K: tl.constexpr, F32_CODES: tl.constexpr,
+    WORDS: tl.constexpr = False,
+):  # fmt: skip
     """The even and odd elements of one K tile of the vector x, ``(G, 16)`` float32 each
-    (times ``2^64`` for float32 codes)."""
+    (times ``2^64`` for float32 codes); ``WORDS``: the whole tile ``(G, 4, 8)`` times
+    ``2^64`` (twice, to fit the callers)."""
+    if WORDS:
+        q8 = tl.arange(0, 4)[None, :, None] * 8 + tl.arange(0, 8)[None, None, :]
+        ptrs8 = x_ptr + k0 + g[:, None, None] * 32 + q8
+        if MASK_K:
+            x8 = tl.load(ptrs8, mask=(k0 // 32 + g < K // 32)[:, None, None], other=0.0)
+        else:
+            x8 = tl.load(ptrs8)
+        x8 = x8.to(tl.float32) * _X_SCALE
+        return x8, x8
     # one contiguous (G, 16, 2) load, split into the even and odd elements in registers
     # (two stride-2 loads kept a third of the warps waiting on L1 — Nsight, run 6)
     ptrs = x_ptr + k0 + (2 * byte)[:, :, None] + tl.arange(0, 2)[None, None, :]
@@ -879,9 +919,23 @@ def _gemv_tile(
     MASK_K: tl.constexpr,
     MASK_ROWS: tl.constexpr,
     F32_CODES: tl.constexpr,
+    WORDS: tl.constexpr = False,
 ):
     """One K tile of ``w @ x`` for the rows at ``w_ptrs (BN, G, 16)`` / ``s_ptrs (BN, G)``;
-    masks only where the tile can overhang (the last K tile, a partial row tile)."""
+    masks only where the tile can overhang (the last K tile, a partial row tile).
+    ``WORDS``: ``w_ptrs (BN, G, 4)`` point at int32 words and ``x_even`` is the whole
+    ``(G, 4, 8)`` tile (:func:`_fp4_gemv_words`)."""
+    if WORDS:
+        if MASK_K or MASK_ROWS:
+            g_ok = k0 // 32 + g < K // 32
+            words = tl.load(
+                w_ptrs + k0 // 8, mask=rows_ok[:, None, None] & g_ok[None, :, None], other=0
+            )
+            scales = tl.load(s_ptrs + k0 // 32, mask=rows_ok[:, None] & g_ok[None, :], other=0)
+        else:
+            words = tl.load(w_ptrs + k0 // 8)
+            scales = tl.load(s_ptrs + k0 // 32)
+        return _fp4_gemv_words(words, scales, x_even)
     if MASK_K or MASK_ROWS:
         g_ok = k0 // 32 + g < K // 32
         packed = tl.load(
@@ -917,6 +971,7 @@ def _moe_mlp1_gemv_kernel(
     BLOCK_K: tl.constexpr,
     F32_CODES: tl.constexpr,
     ROWS_EVEN: tl.constexpr,
+    WORDS: tl.constexpr,
 ):
     """Few-token mlp1 + SwiGLU with MXFP4 weights: one program per (pair, tile of
     activation columns), ``act[pair, j]`` in pair order. No grouping step: the
@@ -932,7 +987,14 @@ def _moe_mlp1_gemv_kernel(
     g = tl.arange(0, BLOCK_K // 32)  # scale groups of a K tile
     byte = g[:, None] * 16 + tl.arange(0, 16)[None, :]  # (G, 16) packed bytes of a K tile
     x_row = X + token * stride_x
-    w_glu = W + e * stride_we + (2 * j)[:, None, None] * stride_wr + byte[None, :, :]
+    if WORDS:  # (BN, G, 4) int32 words; the next weight row is stride_wr / 4 words on
+        word = g[:, None] * 4 + tl.arange(0, 4)[None, :]
+        rows = W + e * stride_we + (2 * j)[:, None, None] * stride_wr
+        w_glu = rows.to(tl.pointer_type(tl.int32)) + word[None, :, :]
+        w_lin = w_glu + stride_wr // 4
+    else:
+        w_glu = W + e * stride_we + (2 * j)[:, None, None] * stride_wr + byte[None, :, :]
+        w_lin = w_glu + stride_wr
     s_glu = S + e * stride_se + (2 * j)[:, None] * stride_sr + g[None, :]
     MASK_ROWS: tl.constexpr = not ROWS_EVEN
 
@@ -940,17 +1002,20 @@ def _moe_mlp1_gemv_kernel(
     acc_lin = tl.zeros((BLOCK_N,), tl.float32)
     k_full = H - H % BLOCK_K
     for k0 in range(0, k_full, BLOCK_K):
-        xe, xo = _gemv_x(x_row, k0, H, g, byte, False, F32_CODES)
-        acc_glu += _gemv_tile(w_glu, s_glu, k0, H, j_ok, g, xe, xo, False, MASK_ROWS, F32_CODES)
+        xe, xo = _gemv_x(x_row, k0, H, g, byte, False, F32_CODES, WORDS)
+        acc_glu += _gemv_tile(
+            w_glu, s_glu, k0, H, j_ok, g, xe, xo, False, MASK_ROWS, F32_CODES, WORDS
+        )
         acc_lin += _gemv_tile(
-            w_glu + stride_wr, s_glu + stride_sr, k0, H, j_ok, g, xe, xo, False, MASK_ROWS,
-            F32_CODES,
-        )  # fmt: skip
+            w_lin, s_glu + stride_sr, k0, H, j_ok, g, xe, xo, False, MASK_ROWS, F32_CODES, WORDS
+        )
     if k_full < H:
-        xe, xo = _gemv_x(x_row, k_full, H, g, byte, True, F32_CODES)
-        acc_glu += _gemv_tile(w_glu, s_glu, k_full, H, j_ok, g, xe, xo, True, True, F32_CODES)
+        xe, xo = _gemv_x(x_row, k_full, H, g, byte, True, F32_CODES, WORDS)
+        acc_glu += _gemv_tile(
+            w_glu, s_glu, k_full, H, j_ok, g, xe, xo, True, True, F32_CODES, WORDS
+        )
         acc_lin += _gemv_tile(
-            w_glu + stride_wr, s_glu + stride_sr, k_full, H, j_ok, g, xe, xo, True, True, F32_CODES
+            w_lin, s_glu + stride_sr, k_full, H, j_ok, g, xe, xo, True, True, F32_CODES, WORDS
         )
 
     bias = Bias + e * stride_be
@@ -984,6 +1049,7 @@ def _moe_mlp2_gemv_kernel(
     BLOCK_K: tl.constexpr,
     F32_CODES: tl.constexpr,
     ROWS_EVEN: tl.constexpr,
+    WORDS: tl.constexpr,
 ):
     """Few-token mlp2 with MXFP4 weights: ``y[pair, n] = gate · (act[pair] @ mlp2[e]ᵀ + b2[e])``
     (``ROWS_EVEN``: ``H % BLOCK_N == 0``)."""
@@ -995,18 +1061,25 @@ def _moe_mlp2_gemv_kernel(
     g = tl.arange(0, BLOCK_K // 32)
     byte = g[:, None] * 16 + tl.arange(0, 16)[None, :]  # (G, 16)
     a_row = Act + pair.to(tl.int64) * stride_act
-    w_ptrs = W + e * stride_we + n[:, None, None] * stride_wr + byte[None, :, :]
+    if WORDS:
+        word = g[:, None] * 4 + tl.arange(0, 4)[None, :]
+        rows = W + e * stride_we + n[:, None, None] * stride_wr
+        w_ptrs = rows.to(tl.pointer_type(tl.int32)) + word[None, :, :]
+    else:
+        w_ptrs = W + e * stride_we + n[:, None, None] * stride_wr + byte[None, :, :]
     s_ptrs = S + e * stride_se + n[:, None] * stride_sr + g[None, :]
     MASK_ROWS: tl.constexpr = not ROWS_EVEN
 
     acc = tl.zeros((BLOCK_N,), tl.float32)
     k_full = I - I % BLOCK_K
     for k0 in range(0, k_full, BLOCK_K):
-        ae, ao = _gemv_x(a_row, k0, I, g, byte, False, F32_CODES)
-        acc += _gemv_tile(w_ptrs, s_ptrs, k0, I, n_ok, g, ae, ao, False, MASK_ROWS, F32_CODES)
+        ae, ao = _gemv_x(a_row, k0, I, g, byte, False, F32_CODES, WORDS)
+        acc += _gemv_tile(
+            w_ptrs, s_ptrs, k0, I, n_ok, g, ae, ao, False, MASK_ROWS, F32_CODES, WORDS
+        )
     if k_full < I:
-        ae, ao = _gemv_x(a_row, k_full, I, g, byte, True, F32_CODES)
-        acc += _gemv_tile(w_ptrs, s_ptrs, k_full, I, n_ok, g, ae, ao, True, True, F32_CODES)
+        ae, ao = _gemv_x(a_row, k_full, I, g, byte, True, F32_CODES, WORDS)
+        acc += _gemv_tile(w_ptrs, s_ptrs, k_full, I, n_ok, g, ae, ao, True, True, F32_CODES, WORDS)
 
     y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)
     y = y * tl.load(Gates + pair)
@@ -1027,8 +1100,8 @@ class ExpertConfig(NamedTuple):
     :func:`_fp4_gemv_group`). ``swap_ab``: the tile kernels multiply ``w @ xᵀ`` so the
     weights decoded in registers are the matrix instruction's register operand (no trip
     through shared memory); the accumulator is transposed once at the end.
-    ``words``: the tile kernels read MXFP4 codes as int32 words and decode them with
-    :func:`_mxfp4_words_tile` (``f32_codes`` then does not apply to them).
+    ``words``: MXFP4 codes are read as int32 words and decoded by shifts
+    (:func:`_mxfp4_words_tile`, :func:`_fp4_gemv_words`; ``f32_codes`` then does not apply).
     ``fused_glu``: mlp1 multiplies the glu and linear rows of a column tile (``2j``,
     ``2j+1``: adjacent in the weight) as one tile of ``2·block_n1`` rows, one matrix
     product per K step, and splits them in the epilogue.
@@ -1205,7 +1278,7 @@ def expert_rows(
             x.stride(0), swe, swr, sse, ssr, mlp1_bias.stride(0), act.stride(0),
             H, I, float(swiglu_limit),
             TOPK=k, BLOCK_N=cfg.block_n1, BLOCK_K=cfg.block_k1, F32_CODES=cfg.f32_codes,
-            ROWS_EVEN=I % cfg.block_n1 == 0,
+            ROWS_EVEN=I % cfg.block_n1 == 0, WORDS=cfg.words,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
         W, S, swe, swr, sse, ssr, _ = _weight_args(mlp2_weight)
@@ -1214,7 +1287,7 @@ def expert_rows(
             act.stride(0), swe, swr, sse, ssr, mlp2_bias.stride(0), y.stride(0),
             H, I,
             BLOCK_N=cfg.block_n2, BLOCK_K=cfg.block_k2, F32_CODES=cfg.f32_codes,
-            ROWS_EVEN=H % cfg.block_n2 == 0,
+            ROWS_EVEN=H % cfg.block_n2 == 0, WORDS=cfg.words,
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
         return y
