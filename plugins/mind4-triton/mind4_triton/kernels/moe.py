@@ -891,18 +891,19 @@ def _gemv_x(
         else:
             x8 = tl.load(ptrs8)
         x8 = x8.to(tl.float32) * _X_SCALE
-        return x8, x8
-    # one contiguous (G, 16, 2) load, split into the even and odd elements in registers
-    # (two stride-2 loads kept a third of the warps waiting on L1 — Nsight, run 6)
-    ptrs = x_ptr + k0 + (2 * byte)[:, :, None] + tl.arange(0, 2)[None, None, :]
-    if MASK_K:
-        ok = (k0 // 32 + g < K // 32)[:, None, None]  # K is a multiple of 32
-        x = tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
+        x_even, x_odd = x8, x8
     else:
-        x = tl.load(ptrs).to(tl.float32)
-    x_even, x_odd = tl.split(x)
-    if F32_CODES:
-        x_even, x_odd = x_even * _X_SCALE, x_odd * _X_SCALE
+        # one contiguous (G, 16, 2) load, split into the even and odd elements in registers
+        # (two stride-2 loads kept a third of the warps waiting on L1 — Nsight, run 6)
+        ptrs = x_ptr + k0 + (2 * byte)[:, :, None] + tl.arange(0, 2)[None, None, :]
+        if MASK_K:
+            ok = (k0 // 32 + g < K // 32)[:, None, None]  # K is a multiple of 32
+            x = tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
+        else:
+            x = tl.load(ptrs).to(tl.float32)
+        x_even, x_odd = tl.split(x)
+        if F32_CODES:
+            x_even, x_odd = x_even * _X_SCALE, x_odd * _X_SCALE
     return x_even, x_odd
 
 
@@ -935,17 +936,19 @@ def _gemv_tile(
         else:
             words = tl.load(w_ptrs + k0 // 8)
             scales = tl.load(s_ptrs + k0 // 32)
-        return _fp4_gemv_words(words, scales, x_even)
-    if MASK_K or MASK_ROWS:
-        g_ok = k0 // 32 + g < K // 32
-        packed = tl.load(
-            w_ptrs + k0 // 2, mask=rows_ok[:, None, None] & g_ok[None, :, None], other=0
-        )
-        scales = tl.load(s_ptrs + k0 // 32, mask=rows_ok[:, None] & g_ok[None, :], other=0)
+        out = _fp4_gemv_words(words, scales, x_even)
     else:
-        packed = tl.load(w_ptrs + k0 // 2)
-        scales = tl.load(s_ptrs + k0 // 32)
-    return _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES)
+        if MASK_K or MASK_ROWS:
+            g_ok = k0 // 32 + g < K // 32
+            packed = tl.load(
+                w_ptrs + k0 // 2, mask=rows_ok[:, None, None] & g_ok[None, :, None], other=0
+            )
+            scales = tl.load(s_ptrs + k0 // 32, mask=rows_ok[:, None] & g_ok[None, :], other=0)
+        else:
+            packed = tl.load(w_ptrs + k0 // 2)
+            scales = tl.load(s_ptrs + k0 // 32)
+        out = _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES)
+    return out
 
 
 @triton.jit
