@@ -1128,7 +1128,7 @@ class ExpertConfig(NamedTuple):
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
 #: ``mind4_triton.bench --kernels`` times the variants and may replace them for its run
 TUNED = {
-    "gemv": ExpertConfig(1, 4, 256, 4, 256, num_warps=1, num_stages=3, gemv=True, f32_codes=True),
+    "gemv": ExpertConfig(1, 4, 512, 4, 512, num_warps=1, num_stages=3, gemv=True, words=True),
     "decode": ExpertConfig(16, 32, 32, 64, 32, num_warps=4, num_stages=3, fp16_groups=True),
     "prefill": ExpertConfig(
         64, 64, 64, 64, 64, num_warps=4, num_stages=3, words=True, fused_glu=True
