@@ -926,28 +926,19 @@ def _gemv_tile(
     masks only where the tile can overhang (the last K tile, a partial row tile).
     ``WORDS``: ``w_ptrs (BN, G, 4)`` point at int32 words and ``x_even`` is the whole
     ``(G, 4, 8)`` tile (:func:`_fp4_gemv_words`)."""
-    if WORDS:
-        if MASK_K or MASK_ROWS:
-            g_ok = k0 // 32 + g < K // 32
-            words = tl.load(
-                w_ptrs + k0 // 8, mask=rows_ok[:, None, None] & g_ok[None, :, None], other=0
-            )
-            scales = tl.load(s_ptrs + k0 // 32, mask=rows_ok[:, None] & g_ok[None, :], other=0)
-        else:
-            words = tl.load(w_ptrs + k0 // 8)
-            scales = tl.load(s_ptrs + k0 // 32)
-        out = _fp4_gemv_words(words, scales, x_even)
+    K_PER_ELEMENT: tl.constexpr = 8 if WORDS else 2  # weights per int32 word / per byte
+    w_ptrs = w_ptrs + k0 // K_PER_ELEMENT
+    if MASK_K or MASK_ROWS:
+        g_ok = k0 // 32 + g < K // 32
+        w = tl.load(w_ptrs, mask=rows_ok[:, None, None] & g_ok[None, :, None], other=0)
+        scales = tl.load(s_ptrs + k0 // 32, mask=rows_ok[:, None] & g_ok[None, :], other=0)
     else:
-        if MASK_K or MASK_ROWS:
-            g_ok = k0 // 32 + g < K // 32
-            packed = tl.load(
-                w_ptrs + k0 // 2, mask=rows_ok[:, None, None] & g_ok[None, :, None], other=0
-            )
-            scales = tl.load(s_ptrs + k0 // 32, mask=rows_ok[:, None] & g_ok[None, :], other=0)
-        else:
-            packed = tl.load(w_ptrs + k0 // 2)
-            scales = tl.load(s_ptrs + k0 // 32)
-        out = _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES)
+        w = tl.load(w_ptrs)
+        scales = tl.load(s_ptrs + k0 // 32)
+    if WORDS:
+        out = _fp4_gemv_words(w, scales, x_even)
+    else:
+        out = _fp4_gemv_group(w, scales, x_even, x_odd, F32_CODES)
     return out
 
 
