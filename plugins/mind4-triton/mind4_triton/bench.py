@@ -174,15 +174,13 @@ def bench_kernels(
         for N in (1, 8):
             moe_case(N, c, "decode")
     prefill_configs = [
-        EC(64, 64, 64, 64, 64, 4, 3, words=True, swap_ab=True),  # run 16's choice
-        # glu and linear rows as one tile (one matrix product per K step)
+        EC(128, 64, 64, 128, 64, 8, 4, f32_codes=True),  # run 4's choice (byte decode)
+        # codes decoded from int32 words (run 20's choice first)
         *(
-            EC(*tiles, words=True, swap_ab=swap, fused_glu=True)
-            for *tiles, swap in [
-                (64, 64, 64, 64, 64, 4, 3, False), (64, 64, 64, 64, 64, 4, 4, False),
-                (64, 64, 64, 64, 64, 4, 2, False), (64, 32, 64, 64, 64, 4, 3, False),
-                (64, 64, 128, 64, 128, 4, 3, False), (64, 128, 64, 128, 64, 8, 3, False),
-                (64, 64, 64, 128, 64, 4, 3, False), (128, 64, 64, 128, 64, 8, 3, False),
+            EC(*tiles, words=True)
+            for tiles in [
+                (64, 64, 64, 64, 64, 4, 3), (64, 64, 64, 64, 64, 4, 2),
+                (64, 64, 64, 128, 64, 4, 3), (128, 64, 64, 128, 64, 8, 3),
             ]
         ),
     ]  # fmt: skip

@@ -3,7 +3,7 @@ and print what the K loop costs: registers, spills, shared memory and the instru
 mix of the loop body in SASS. Triton's wheel carries ptxas, cuobjdump and nvdisasm.
 
     python plugins/mind4-triton/scripts/sass_moe.py
-    python plugins/mind4-triton/scripts/sass_moe.py "64, 64, 64, 64, 64, 4, 3, words=True, swap_ab=True"
+    python plugins/mind4-triton/scripts/sass_moe.py "128, 64, 64, 128, 64, 8, 3, words=True"
 
 The argument is an ``ExpertConfig(...)`` (default: ``TUNED["prefill"]``). Arguments are
 specialised as the launcher does at gpt-oss-20b's shapes (pointers and integers that are
@@ -50,8 +50,7 @@ NOT_DIVISIBLE = {"stride_sr"}  # 2880 / 32 = 90 scale bytes per row
 def compile_kernel(kernel, types: dict, cfg: moe.ExpertConfig, block_n: int, block_k: int):
     constants = dict(
         MXFP4=True, FP16_GROUPS=False, F32_CODES=cfg.f32_codes, WORDS=cfg.words,
-        SMALL_SCALES=True, EVEN=True, SWAP_AB=cfg.swap_ab, BLOCK_M=cfg.block_m,
-        **({"FUSED": cfg.fused_glu} if "FUSED" in kernel.arg_names else {}),
+        SMALL_SCALES=True, EVEN=True, BLOCK_M=cfg.block_m,
         BLOCK_N=block_n, BLOCK_K=block_k, DOT_PRECISION="tf32",
     )  # fmt: skip
     if "TOPK" in kernel.arg_names:

@@ -608,7 +608,6 @@ def dequantize(w: MXFP4Weight, f32_codes: bool = False, words: bool = False) -> 
 def _weight_tile_dot(
     x,
     acc,
-    acc_t,
     W,
     S,
     e,
@@ -627,13 +626,9 @@ def _weight_tile_dot(
     WORDS: tl.constexpr,
     SMALL_SCALES: tl.constexpr,
     UNMASKED: tl.constexpr,
-    SWAP_AB: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """One K step of a tile kernel: ``acc (BM, BN) += x (BM, BK) @ w[w_rows, k0:k0+BK]ᵀ``,
-    or with ``SWAP_AB`` the transposed ``acc_t (BN, BM) += w @ xᵀ`` (so that the weights
-    are the matrix instruction's register operand). Returns ``(acc, acc_t)``, one of them
-    untouched.
+    """One K step of a tile kernel: ``acc (BM, BN) + x (BM, BK) @ w[w_rows, k0:k0+BK]ᵀ``.
 
     The weight tile of expert ``e`` is dense (the stored dtype) or MXFP4, decoded to
     float32 in registers: from int32 words (``WORDS``, :func:`_mxfp4_words_tile`) or bytes
@@ -662,11 +657,7 @@ def _weight_tile_dot(
         w = tl.load(
             w_row_ptrs + kk[None, :], mask=row_ok[:, None] & (kk < KDIM)[None, :], other=0.0
         )
-    if SWAP_AB:
-        acc_t = tl.dot(w.to(x.dtype), tl.trans(x), acc_t, input_precision=DOT_PRECISION)
-    else:
-        acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=DOT_PRECISION)
-    return acc, acc_t
+    return tl.dot(x, tl.trans(w.to(x.dtype)), acc, input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -697,8 +688,6 @@ def _moe_mlp1_kernel(
     WORDS: tl.constexpr,
     SMALL_SCALES: tl.constexpr,
     EVEN: tl.constexpr,
-    FUSED: tl.constexpr,
-    SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -738,44 +727,22 @@ def _moe_mlp1_kernel(
             scale = _group_scale(tl.load(s_glu + stride_sr + k0 // 32, mask=j_ok, other=0))
             acc_lin += _fp4_group_dot(x_even, x_odd, packed) * 16384.0 * scale[None, :]
     else:
-        glu_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)  # SWAP_AB: accumulators transposed
-        lin_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)
-        # FUSED: glu and linear rows (2j, 2j+1: adjacent in the weight) as one tile of 2·BN
+        # glu and linear rows (2j, 2j+1: adjacent in the weight) as one tile of 2·BN rows: one
+        # decode, one shared-memory store, one matrix product per K step (run 19)
         jj = pid_n * 2 * BLOCK_N + tl.arange(0, 2 * BLOCK_N)
         acc2 = tl.zeros((BLOCK_M, 2 * BLOCK_N), tl.float32)
-        acc2_t = tl.zeros((2 * BLOCK_N, BLOCK_M), tl.float32)
         for k0 in range(0, H, BLOCK_K):
             x_ptrs = X + token[:, None] * stride_x + (k0 + kk)[None, :]
             if EVEN:
                 x = tl.load(x_ptrs)  # (BLOCK_M, BLOCK_K)
             else:
                 x = tl.load(x_ptrs, mask=row_ok[:, None] & ((k0 + kk) < H)[None, :], other=0.0)
-            if FUSED:
-                acc2, acc2_t = _weight_tile_dot(
-                    x, acc2, acc2_t, W, S, e, jj, jj < 2 * I, k0,
-                    stride_we, stride_wr, stride_se, stride_sr, H,
-                    MXFP4, 2 * BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
-                    DOT_PRECISION,
-                )  # fmt: skip
-            else:
-                acc_glu, glu_t = _weight_tile_dot(
-                    x, acc_glu, glu_t, W, S, e, 2 * j, j_ok, k0,
-                    stride_we, stride_wr, stride_se, stride_sr, H,
-                    MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
-                    DOT_PRECISION,
-                )  # fmt: skip
-                acc_lin, lin_t = _weight_tile_dot(
-                    x, acc_lin, lin_t, W, S, e, 2 * j + 1, j_ok, k0,
-                    stride_we, stride_wr, stride_se, stride_sr, H,
-                    MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
-                    DOT_PRECISION,
-                )  # fmt: skip
-        if FUSED:
-            if SWAP_AB:
-                acc2 = tl.trans(acc2_t)
-            acc_glu, acc_lin = tl.split(acc2.reshape(BLOCK_M, BLOCK_N, 2))
-        elif SWAP_AB:
-            acc_glu, acc_lin = tl.trans(glu_t), tl.trans(lin_t)
+            acc2 = _weight_tile_dot(
+                x, acc2, W, S, e, jj, jj < 2 * I, k0, stride_we, stride_wr, stride_se, stride_sr,
+                H, MXFP4, 2 * BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN,
+                DOT_PRECISION,
+            )  # fmt: skip
+        acc_glu, acc_lin = tl.split(acc2.reshape(BLOCK_M, BLOCK_N, 2))
 
     bias = Bias + e * stride_be
     glu = acc_glu + tl.load(bias + 2 * j, mask=j_ok, other=0.0).to(tl.float32)[None, :]
@@ -817,7 +784,6 @@ def _moe_mlp2_kernel(
     WORDS: tl.constexpr,
     SMALL_SCALES: tl.constexpr,
     EVEN: tl.constexpr,
-    SWAP_AB: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -850,21 +816,16 @@ def _moe_mlp2_kernel(
             scale = _group_scale(tl.load(s_ptrs + k0 // 32, mask=n_ok, other=0))
             acc += _fp4_group_dot(a_even, a_odd, packed) * 16384.0 * scale[None, :]
     else:
-        acc_t = tl.zeros((BLOCK_N, BLOCK_M), tl.float32)  # SWAP_AB: accumulator transposed
         for k0 in range(0, I, BLOCK_K):
             a_ptrs = Act + rows[:, None].to(tl.int64) * stride_act + (k0 + kk)[None, :]
             if EVEN:  # padding rows of act exist (never stored, never read back): no masks
                 a = tl.load(a_ptrs)
             else:
                 a = tl.load(a_ptrs, mask=row_ok[:, None] & ((k0 + kk) < I)[None, :], other=0.0)
-            acc, acc_t = _weight_tile_dot(
-                a, acc, acc_t, W, S, e, n, n_ok, k0,
-                stride_we, stride_wr, stride_se, stride_sr, I,
-                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, SWAP_AB,
-                DOT_PRECISION,
+            acc = _weight_tile_dot(
+                a, acc, W, S, e, n, n_ok, k0, stride_we, stride_wr, stride_se, stride_sr, I,
+                MXFP4, BLOCK_N, BLOCK_K, F32_CODES, WORDS, SMALL_SCALES, EVEN, DOT_PRECISION,
             )  # fmt: skip
-        if SWAP_AB:
-            acc = tl.trans(acc_t)
 
     y = acc + tl.load(Bias + e * stride_be + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     y = y * tl.load(Gates + pair, mask=row_ok, other=0.0)[:, None]
@@ -1091,14 +1052,10 @@ class ExpertConfig(NamedTuple):
     of pairs, where a ``tl.dot`` tile of 16 rows would be 15/16 padding; ``block_m``
     does not apply. Dense weights fall back to ``TUNED["decode"]``. ``f32_codes``: MXFP4
     codes are decoded by shifts straight to float32 bits (:func:`_mxfp4_tile`,
-    :func:`_fp4_gemv_group`). ``swap_ab``: the tile kernels multiply ``w @ xᵀ`` so the
-    weights decoded in registers are the matrix instruction's register operand (no trip
-    through shared memory); the accumulator is transposed once at the end.
-    ``words``: MXFP4 codes are read as int32 words and decoded by shifts
-    (:func:`_mxfp4_words_tile`, :func:`_fp4_gemv_words`; ``f32_codes`` then does not apply).
-    ``fused_glu``: mlp1 multiplies the glu and linear rows of a column tile (``2j``,
-    ``2j+1``: adjacent in the weight) as one tile of ``2·block_n1`` rows, one matrix
-    product per K step, and splits them in the epilogue.
+    :func:`_fp4_gemv_group`). ``words``: MXFP4 codes are read as int32 words and decoded
+    by shifts (:func:`_mxfp4_words_tile`, :func:`_fp4_gemv_words`; ``f32_codes`` then does
+    not apply). The tile kernel of mlp1 multiplies a column tile's glu and linear rows as
+    one tile of ``2·block_n1`` weight rows.
     """
 
     block_m: int
@@ -1111,9 +1068,7 @@ class ExpertConfig(NamedTuple):
     fp16_groups: bool = False
     gemv: bool = False
     f32_codes: bool = False
-    swap_ab: bool = False
     words: bool = False
-    fused_glu: bool = False
 
 
 #: configurations chosen by measurement on an H100 (docs/triton-notes.md);
@@ -1121,9 +1076,7 @@ class ExpertConfig(NamedTuple):
 TUNED = {
     "gemv": ExpertConfig(1, 4, 512, 4, 512, num_warps=1, num_stages=3, gemv=True, words=True),
     "decode": ExpertConfig(16, 32, 32, 64, 32, num_warps=4, num_stages=3, fp16_groups=True),
-    "prefill": ExpertConfig(
-        64, 64, 64, 64, 64, num_warps=4, num_stages=3, words=True, fused_glu=True
-    ),
+    "prefill": ExpertConfig(64, 64, 64, 64, 64, num_warps=4, num_stages=3, words=True),
 }
 
 #: up to this many (token, expert) pairs take the ``gemv`` configuration (batch 1 of top-4)
@@ -1189,8 +1142,6 @@ def expert_mlp1(x, alignment: Alignment, topk: int, w1, b1, limit: float, act, c
         WORDS=cfg.words,
         SMALL_SCALES=mx and w1.small_scales,
         EVEN=H % cfg.block_k1 == 0 and I % cfg.block_n1 == 0,
-        FUSED=cfg.fused_glu,
-        SWAP_AB=cfg.swap_ab,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n1,
         BLOCK_K=cfg.block_k1,
@@ -1233,7 +1184,6 @@ def expert_mlp2(act, alignment: Alignment, n_pairs: int, w2, b2, gates, y, cfg: 
         WORDS=cfg.words,
         SMALL_SCALES=mx and w2.small_scales,
         EVEN=I % cfg.block_k2 == 0 and H % cfg.block_n2 == 0,
-        SWAP_AB=cfg.swap_ab,
         BLOCK_M=cfg.block_m,
         BLOCK_N=cfg.block_n2,
         BLOCK_K=cfg.block_k2,
