@@ -304,7 +304,7 @@ def bench_kernels(
                     "frac_bw": nbytes / t / 1e6 / limits["copy_GBps"],
                 }
             )
-        t_best, cfg_best = min(timed, key=lambda tc: tc[0])
+        _, cfg_best = min(timed, key=lambda tc: tc[0])
         if cfg_best is not None:
             gemv_kernels.TUNED[(n_out, n_in)] = cfg_best
         copies = bias = None

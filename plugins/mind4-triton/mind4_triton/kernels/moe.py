@@ -413,6 +413,16 @@ _CODE_UNSCALE = tl.constexpr(8.507059173023462e37)
 
 
 @triton.jit
+def _word_code(words, Q: tl.constexpr):
+    """E2M1 code ``Q`` (bits ``4Q .. 4Q+3``) of each int32 in ``words`` as the float32 bits
+    of ``value · 2^-126``: ``((word << (28 - 4Q)) >> 6) & 0x81C00000`` — the left shift
+    drops the higher codes and puts the code's sign at bit 31, the arithmetic right shift
+    moves ``eem`` to bits 22..24, the mask drops the lower codes and the copies of the sign
+    (code 1 becomes a subnormal). Three integer operations, no conversion."""
+    return ((words << (28 - 4 * Q)) >> 6) & _F32_CODE_MASK
+
+
+@triton.jit
 def _mxfp4_tile(
     packed, scales, BN: tl.constexpr, BK: tl.constexpr, F32_CODES: tl.constexpr = False
 ):
@@ -433,8 +443,7 @@ def _mxfp4_tile(
     """
     codes = tl.join(packed & 0xF, packed >> 4).reshape(BN, BK).to(tl.int32)  # (BN, BK)
     if F32_CODES:
-        bits = ((codes << 28) >> 6) & _F32_CODE_MASK
-        values = bits.to(tl.float32, bitcast=True) * _CODE_UNSCALE
+        values = _word_code(codes, 0).to(tl.float32, bitcast=True) * _CODE_UNSCALE
     else:
         em = codes & 7
         magnitude = tl.where(em >= 2, (em << 22) + (126 << 23), tl.where(em == 1, 126 << 23, 0))
@@ -456,18 +465,17 @@ def _mxfp4_words_tile(
     drops the higher codes, the mask the lower ones — three integer operations per weight
     and no byte unpacking. ``SMALL_SCALES`` (every scale ``s <= 128``): one multiply by
     ``2^126 · 2^(s-127) = 2^(s-1)``, a normal float32; otherwise two."""
-    c0 = ((words << 28) >> 6) & _F32_CODE_MASK
-    c1 = ((words << 24) >> 6) & _F32_CODE_MASK
-    c2 = ((words << 20) >> 6) & _F32_CODE_MASK
-    c3 = ((words << 16) >> 6) & _F32_CODE_MASK
-    c4 = ((words << 12) >> 6) & _F32_CODE_MASK
-    c5 = ((words << 8) >> 6) & _F32_CODE_MASK
-    c6 = ((words << 4) >> 6) & _F32_CODE_MASK
-    c7 = (words >> 6) & _F32_CODE_MASK
-    # (BN, BK/8, 2, 2, 2) indexed by the bits (a, b, c) of q = 4a + 2b + c: in element order
-    codes = tl.join(
-        tl.join(tl.join(c0, c4), tl.join(c2, c6)), tl.join(tl.join(c1, c5), tl.join(c3, c7))
+    # the eight codes joined as (BN, BK/8, 2, 2, 2), indexed by the bits (a, b, c) of
+    # q = 4a + 2b + c: element order once reshaped
+    even = tl.join(
+        tl.join(_word_code(words, 0), _word_code(words, 4)),
+        tl.join(_word_code(words, 2), _word_code(words, 6)),
     )
+    odd = tl.join(
+        tl.join(_word_code(words, 1), _word_code(words, 5)),
+        tl.join(_word_code(words, 3), _word_code(words, 7)),
+    )
+    codes = tl.join(even, odd)
     values = codes.reshape(BN, BK // 32, 32).to(tl.float32, bitcast=True)
     if SMALL_SCALES:
         scale = ((scales.to(tl.int32) + 126) << 23).to(tl.float32, bitcast=True)
@@ -524,8 +532,8 @@ def _fp4_gemv_group(packed, scales, x_even, x_odd, F32_CODES: tl.constexpr):
     """
     if F32_CODES:
         p = packed.to(tl.int32)
-        lo = (((p << 28) >> 6) & _F32_CODE_MASK).to(tl.float32, bitcast=True)
-        hi = (((p << 24) >> 6) & _F32_CODE_MASK).to(tl.float32, bitcast=True)
+        lo = _word_code(p, 0).to(tl.float32, bitcast=True)
+        hi = _word_code(p, 1).to(tl.float32, bitcast=True)
         unscale = _GROUP_UNSCALE
     else:
         p = packed.to(tl.uint16)
@@ -553,14 +561,14 @@ def _fp4_gemv_words(words, scales, x8):
     x2, x6 = tl.split(x_b1c0)
     x1, x5 = tl.split(x_b0c1)
     x3, x7 = tl.split(x_b1c1)
-    prod = ((words << 28) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x0[None]
-    prod += ((words << 24) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x1[None]
-    prod += ((words << 20) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x2[None]
-    prod += ((words << 16) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x3[None]
-    prod += ((words << 12) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x4[None]
-    prod += ((words << 8) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x5[None]
-    prod += ((words << 4) >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x6[None]
-    prod += (words >> 6 & _F32_CODE_MASK).to(tl.float32, bitcast=True) * x7[None]
+    prod = _word_code(words, 0).to(tl.float32, bitcast=True) * x0[None]
+    prod += _word_code(words, 1).to(tl.float32, bitcast=True) * x1[None]
+    prod += _word_code(words, 2).to(tl.float32, bitcast=True) * x2[None]
+    prod += _word_code(words, 3).to(tl.float32, bitcast=True) * x3[None]
+    prod += _word_code(words, 4).to(tl.float32, bitcast=True) * x4[None]
+    prod += _word_code(words, 5).to(tl.float32, bitcast=True) * x5[None]
+    prod += _word_code(words, 6).to(tl.float32, bitcast=True) * x6[None]
+    prod += _word_code(words, 7).to(tl.float32, bitcast=True) * x7[None]
     per_group = tl.sum(prod, axis=2) * _GROUP_UNSCALE  # (BN, G)
     return tl.sum(per_group * _group_scale(scales), axis=1)
 
@@ -638,11 +646,11 @@ def _weight_tile_dot(
     s_ptrs = S + e * stride_se + w_rows[:, None] * stride_sr + ks[None, :]
     s_ok = row_ok[:, None] & (ks < KDIM // 32)[None, :]
     if MXFP4 and WORDS:
-        w_ptrs = w_row_ptrs.to(tl.pointer_type(tl.int32)) + (k0 // 8 + tl.arange(0, BK // 8))
+        kw = k0 // 8 + tl.arange(0, BK // 8)
+        w_ptrs = w_row_ptrs.to(tl.pointer_type(tl.int32)) + kw[None, :]
         if UNMASKED:
             words, scales = tl.load(w_ptrs), tl.load(s_ptrs)
         else:
-            kw = k0 // 8 + tl.arange(0, BK // 8)
             words = tl.load(w_ptrs, mask=row_ok[:, None] & (kw < KDIM // 8)[None, :], other=0)
             scales = tl.load(s_ptrs, mask=s_ok, other=0)
         w = _mxfp4_words_tile(words, scales, BN, BK, SMALL_SCALES)
