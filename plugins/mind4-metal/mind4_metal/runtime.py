@@ -146,17 +146,16 @@ class Context:
     def run(self, tokens: np.ndarray, offset: int, out: np.ndarray, last_only: bool) -> None:
         """Keep the first ``offset`` cached tokens, process ``tokens``, write logits into ``out``.
 
-        Error sentences are formatted only on failure: decode calls this once
-        per token and its Python time is part of every token's latency."""
+        Decode calls this once per token and its Python time is part of every token's
+        latency: nothing is allocated, and the one formatted error sentence is built only
+        on failure (:func:`check` returns at once on success)."""
         processed = self.num_processed()
         if offset > processed:
             raise MetalInputError(
                 f"offset {offset} is past the {processed} tokens this cache row holds; "
                 "a forward pass must continue at or before the cached length"
             )
-        status = lib.mind4_context_truncate(self.handle, offset)
-        if status:
-            check(status, "truncating the cache")
+        check(lib.mind4_context_truncate(self.handle, offset), "truncating the cache")
         if tokens.size == 1:  # decode: no array conversion; ids wrap to uint32 as astype does
             self._one[0] = int(tokens[0]) & 0xFFFFFFFF
             ids, n = self._one, 1
@@ -167,14 +166,13 @@ class Context:
         if status:
             check(status, f"appending {n} tokens at offset {offset}")
         if last_only:
-            status = lib.mind4_context_process(self.handle)
-            if status:
-                check(status, "forward pass")
-            status = lib.mind4_context_get_logits(
-                self.handle, ffi.from_buffer("float[]", out), out.size
+            check(lib.mind4_context_process(self.handle), "forward pass")
+            check(
+                lib.mind4_context_get_logits(
+                    self.handle, ffi.from_buffer("float[]", out), out.size
+                ),
+                "reading logits",
             )
-            if status:
-                check(status, "reading logits")
         else:
             rows = ffi.new("size_t*")
             check(
