@@ -183,8 +183,11 @@ def run_bench(
 
         # decode at each position, for each batch size
         decode: dict[str, float] = {}
+
+        def label(pos: int, b: int) -> str:  # sizes after the first carry their size
+            return f"{pos}" if b == batch else f"{pos}_b{b}"
+
         for b in batches:
-            suffix = "" if b == batch else f"_b{b}"
             for pos in positions:
                 cache = runtime.new_cache(b, capacity)
                 _fill(runtime, cache, rng, cfg.vocab_size, pos - WARM_STEPS, b)
@@ -196,7 +199,7 @@ def run_bench(
                 for step in range(decode_tokens):
                     runtime.forward(token, cache, pos + step, last_only=True)
                 _sync(runtime)
-                decode[f"{pos}{suffix}"] = b * decode_tokens / (time.perf_counter() - t0)
+                decode[label(pos, b)] = b * decode_tokens / (time.perf_counter() - t0)
             cache = None
 
         result: dict[str, Any] = {
@@ -215,7 +218,9 @@ def run_bench(
         for key, rate in decode.items():
             result[f"decode_tok_s@{key}"] = rate
         if len(positions) >= 2:
-            result["decode_slowdown"] = decode[str(positions[0])] / decode[str(positions[-1])]
+            result["decode_slowdown"] = (
+                decode[label(positions[0], batch)] / decode[label(positions[-1], batch)]
+            )
         if limits:
             measured = measure_limits(str(model.device), str(model.dtype))
             result["limits"] = measured
@@ -223,14 +228,13 @@ def run_bench(
                 dense, expert = _weight_bytes(model.checkpoint, str(model.dtype))
                 kv = _DTYPE_BYTES.get(str(model.dtype), 2.0)
                 for b in batches:
-                    suffix = "" if b == batch else f"_b{b}"
                     for pos in positions:
-                        step_s = b / decode[f"{pos}{suffix}"]
+                        step_s = b / decode[label(pos, b)]
                         moved = decode_step_bytes(
                             cfg, b, pos + decode_tokens // 2,
                             dense_bytes=dense, expert_bytes=expert, kv_bytes=kv,
                         )  # fmt: skip
-                        result[f"decode_frac_bw@{pos}{suffix}"] = (
+                        result[f"decode_frac_bw@{label(pos, b)}"] = (
                             moved / step_s / 1e9 / measured["copy_GBps"]
                         )
                 result["prefill_frac_matmul"] = (
